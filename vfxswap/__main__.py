@@ -1,0 +1,3 @@
+from vfxswap.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Atomic file writes: a killed job never leaves a truncated file under the final name.
+
+Everything vfxswap writes (frames, checkpoints, manifests) goes to a hidden temporary file in
+the same folder, is flushed to disk, then renamed over the final name in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+TEMP_MARK = ".vfxswap-tmp"
+
+
+def temp_path_for(final: str | os.PathLike) -> Path:
+    """A hidden sibling of `final` that keeps its extension (writers pick formats by it)."""
+    final = Path(final)
+    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}{TEMP_MARK}{final.suffix}")
+
+
+def is_temp_path(path: str | os.PathLike) -> bool:
+    return TEMP_MARK in Path(path).name
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, *, durable: bool = True):
+    """Yield a temporary path to write; on success it replaces `final`, on error it is removed.
+
+    `durable` fsyncs the file before the rename so a power cut cannot publish an empty file.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(final: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(final: str | os.PathLike, text: str) -> None:
+    write_bytes(final, text.encode("utf-8"))

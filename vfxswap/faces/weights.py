@@ -1,0 +1,84 @@
+"""Where face backends' model files are, and whether they are on this machine.
+
+- `dlib`: the 68-point shape predictor, the MMOD CNN detector and the 128-d recognition
+  model ship inside the `face-recognition-models` package: always offline. Its
+  `__init__` imports `pkg_resources`, so we find the files through the import system instead.
+- `fan`: face-alignment's S3FD detector and 2D-FAN landmark weights, looked up in
+  `$VFXSWAP_MODELS` and then the torch hub cache (where face-alignment itself keeps them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DLIB_FILES = {
+    "landmarks68": "shape_predictor_68_face_landmarks.dat",
+    "mmod_detector": "mmod_human_face_detector.dat",
+    "recognition": "dlib_face_recognition_resnet_model_v1.dat",
+}
+FAN_FILES = {
+    "s3fd": "s3fd-619a316812.pth",
+    "2dfan4": "2DFAN4-11f355bf06.pth.tar",
+}
+
+
+@dataclass
+class BackendStatus:
+    name: str
+    available: bool
+    detail: str
+    files: dict[str, Path]
+
+
+def dlib_models_dir() -> Path | None:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def fan_search_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("VFXSWAP_MODELS", "").split(os.pathsep) if p]
+    try:
+        import torch.hub
+
+        dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    except ImportError:
+        pass
+    return dirs
+
+
+def _find(names: dict[str, str], dirs: list[Path]) -> dict[str, Path]:
+    found = {}
+    for key, name in names.items():
+        for folder in dirs:
+            if (folder / name).is_file():
+                found[key] = folder / name
+                break
+    return found
+
+
+def backend_status() -> list[BackendStatus]:
+    """The state of each face backend, without importing or loading any model."""
+    out = []
+    folder = dlib_models_dir()
+    has_dlib = importlib.util.find_spec("dlib") is not None
+    files = _find(DLIB_FILES, [folder] if folder else [])
+    missing = sorted(set(DLIB_FILES) - set(files))
+    ok = has_dlib and not missing
+    detail = (f"models in {folder}" if ok else "dlib is not installed (pip install dlib-bin)" if not has_dlib
+              else f"missing {', '.join(DLIB_FILES[m] for m in missing)} (pip install face-recognition-models)")
+    out.append(BackendStatus("dlib", ok, detail, files))
+    dirs = fan_search_dirs()
+    has_fa = importlib.util.find_spec("face_alignment") is not None
+    files = _find(FAN_FILES, dirs)
+    missing = sorted(set(FAN_FILES) - set(files))
+    ok = has_fa and not missing
+    detail = (f"weights in {files['2dfan4'].parent}" if ok else "face-alignment is not installed" if not has_fa
+              else f"weights not cached ({', '.join(FAN_FILES[m] for m in missing)}; looked in "
+                   f"{', '.join(map(str, dirs))}); fetch them where the internet is reachable and copy them to $VFXSWAP_MODELS")
+    out.append(BackendStatus("fan", ok, detail, files))
+    return out

@@ -1,0 +1,198 @@
+"""Plate conversion and inspection: what `vfxswap plates convert` and `plates info` run.
+
+Kept in the library (not the CLI) so hosts and farm jobs call the same code. Each frame is
+its own unit of work: a bad frame is reported by number and the rest of the range goes on;
+every file is written atomically, so what is on disk is always whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from vfxswap.color import ColorPipeline, NonFinite, count_nonfinite, guess_plate_space, resolve_config
+from vfxswap.errors import VfxSwapError
+from vfxswap.plates.frames import FramePattern, Sequence, format_frames, is_movie, parse_frames, select_frames
+from vfxswap.plates.image import Image, read_image, read_info, write_image
+from vfxswap.progress import progress
+
+log = logging.getLogger("vfxswap")
+VIDEO_SPACE = "sRGB Encoded Rec.709 (sRGB)"  # what a movie's code values are taken to be
+
+
+@dataclass
+class FrameSource:
+    """Frames from an image sequence or a movie, numbered with the plate's own frame numbers."""
+
+    spec: str
+    frames: list[int]
+    sequence: Sequence | None = None  # None for a movie
+    start: int = 1001
+    fps: float | None = None
+
+    @classmethod
+    def open(cls, spec: str, frames: str | None = None, start: int = 1001) -> "FrameSource":
+        if is_movie(spec):
+            from vfxswap.plates.video import probe_video
+
+            info = probe_video(spec)
+            total = info.frames or 0
+            wanted = parse_frames(frames) if frames else list(range(start, start + total))
+            beyond = [f for f in wanted if f < start or (total and f >= start + total)]
+            if beyond:
+                raise VfxSwapError(f"{spec}: frames {format_frames(beyond)} are outside the movie "
+                                   f"({start}-{start + total - 1} with --start {start})")
+            return cls(spec, wanted, None, start, info.fps)
+        seq, wanted = select_frames(spec, frames)
+        return cls(spec, wanted, seq, start)
+
+    def __iter__(self) -> Iterator[tuple[int, Image | VfxSwapError]]:
+        """(frame, Image) pairs, or (frame, error) for a frame that cannot be read."""
+        if self.sequence is None:
+            from vfxswap.plates.video import read_video
+
+            rate = Fraction(self.fps or 24.0).limit_denominator(1001)
+            for frame, pixels in read_video(self.spec, first_frame=self.start, frames=self.frames):
+                image = Image.from_array(pixels, ("R", "G", "B"))
+                image.set_attribute("framesPerSecond", (rate.numerator, rate.denominator), "rational")
+                yield frame, image
+            return
+        for frame in self.frames:
+            try:
+                yield frame, read_image(self.sequence.path(frame))
+            except VfxSwapError as exc:
+                yield frame, exc
+
+
+@dataclass
+class ConvertReport:
+    written: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    nonfinite: dict[int, NonFinite] = field(default_factory=dict)
+
+
+def _premultiplied_convert(pipe: ColorPipeline, image: Image, src: str, dst: str) -> np.ndarray:
+    """Convert RGB between spaces; with alpha, do it unpremultiplied so non-linear spaces are right."""
+    px = image.pixels.astype(np.float32, copy=True)
+    alpha = image.channels.index("A") if "A" in image.channels else None
+    rgb = np.ascontiguousarray(px[..., :3])
+    if alpha is not None:
+        a = px[..., alpha:alpha + 1]
+        safe = np.where(a > 0, a, 1.0)
+        rgb = np.ascontiguousarray(np.where(a > 0, rgb / safe, rgb))
+        rgb = pipe.convert(rgb, src, dst)
+        px[..., :3] = np.where(a > 0, rgb * a, rgb)
+    else:
+        px[..., :3] = pipe.convert(rgb, src, dst)
+    return px
+
+
+def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001, from_space: str | None = None,
+            to_space: str | None = None, display: str | None = None, view: str | None = None,
+            dtype: str | None = None, compression: str | None = None, fps: float | None = None,
+            exact: bool = False, ocio: str | None = None,
+            on_frame: Callable[[int, str | None], None] | None = None) -> ConvertReport:
+    """Convert a sequence or movie to a sequence, or a sequence to a preview movie.
+
+    - to a movie (`.mp4`, `.mov`): through the OCIO display/view transform (8-bit preview);
+    - to a sequence: colour converted `from_space` -> `to_space` when either is given (the
+      other defaults to the plate's own space), or through the view when `view` is given;
+      otherwise pixels are copied untouched (float -> float stays bit-exact).
+    A movie source's code values are taken as `sRGB Encoded Rec.709 (sRGB)` unless
+    `from_space` says otherwise, and land in the config's scene_linear space by default.
+    """
+    source = FrameSource.open(src, frames, start)
+    choice = resolve_config(ocio)
+    if is_movie(dst):
+        return _to_movie(source, dst, choice, from_space, display, view, fps, exact, on_frame)
+    pattern = FramePattern.parse(dst)
+    if source.sequence is None:
+        from_space = from_space or VIDEO_SPACE
+        to_space = to_space or "scene_linear"
+    pipe: ColorPipeline | None = None
+    report = ConvertReport()
+    for frame, image in progress(source, total=len(source.frames), desc=f"convert {Path(src).name}"):
+        out_path = pattern.path(frame)
+        try:
+            if isinstance(image, VfxSwapError):
+                raise image
+            if pipe is None:
+                plate = from_space or guess_plate_space(image.attributes, image.source_format, choice)
+                pipe = ColorPipeline(plate, config=choice, display=display, view=view)
+            if from_space or to_space or view:
+                found = count_nonfinite(image.pixels)
+                if found.total:
+                    report.nonfinite[frame] = found
+                    log.warning("frame %d (%s): replaced non-finite values (%s)", frame, image.path or src, found)
+                    np.nan_to_num(image.pixels, copy=False, nan=0.0, posinf=65504.0, neginf=0.0)
+            if view and not to_space:
+                image.pixels = _display_rgba(pipe, image, exact)
+                image.set_attribute("oiio:ColorSpace", f"{pipe.display} / {pipe.view}")
+            elif from_space or to_space:
+                target = pipe.space_name(to_space or pipe.plate_space)
+                image.pixels = _premultiplied_convert(pipe, image, pipe.plate_space, target)
+                image.set_attribute("oiio:ColorSpace", target)
+                image.attributes.pop("colorInteropID", None)
+            if pipe is not None:
+                image.set_attribute("vfxswap:ocioConfig", pipe.choice.uri)
+            write_image(out_path, image, dtype=dtype, compression=compression)
+            report.written.append(frame)
+            if on_frame:
+                on_frame(frame, None)
+        except VfxSwapError as exc:
+            report.failed[frame] = str(exc)
+            log.error("frame %d: %s", frame, exc)
+            if on_frame:
+                on_frame(frame, str(exc))
+    return report
+
+
+def _display_rgba(pipe: ColorPipeline, image: Image, exact: bool) -> np.ndarray:
+    """The view transform of the RGB (0-1 floats), alpha kept."""
+    disp = pipe.to_display(image.pixels, exact=exact, where=image.path).astype(np.float32) / 255.0
+    if image.pixels.shape[2] > 3:
+        return np.concatenate([disp, image.pixels[..., 3:].astype(np.float32)], axis=2)
+    return disp
+
+
+def _to_movie(source: FrameSource, dst: str, choice, from_space, display, view, fps, exact, on_frame) -> ConvertReport:
+    from vfxswap.plates.video import write_preview
+
+    report = ConvertReport()
+    state: dict = {}
+
+    def frames_out():
+        for frame, image in progress(source, total=len(source.frames), desc=f"preview {Path(dst).name}"):
+            if isinstance(image, VfxSwapError):
+                raise VfxSwapError(f"frame {frame}: {image}")
+            if "pipe" not in state:
+                plate = from_space or (VIDEO_SPACE if source.sequence is None else
+                                       guess_plate_space(image.attributes, image.source_format, choice))
+                state["pipe"] = ColorPipeline(plate, config=choice, display=display, view=view)
+            pixels = image.on_display_window()
+            yield state["pipe"].to_display(pixels, exact=exact, where=f"frame {frame}")
+            report.written.append(frame)
+            if on_frame:
+                on_frame(frame, None)
+
+    # fps must be known before ffmpeg starts: peek it from the first frame's header.
+    first = source.sequence.path(source.frames[0]) if source.sequence is not None else None
+    rate = fps or source.fps or (_fps_of(read_info(first)) if first else None) or 24.0
+    write_preview(dst, frames_out(), fps=rate)
+    return report
+
+
+def _fps_of(image) -> float | None:
+    value = image.attributes.get("framesPerSecond", (None, None))[1]
+    if value is None:
+        return None
+    try:
+        num, den = value if isinstance(value, (tuple, list)) else (value, 1)
+        return float(num) / float(den)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None

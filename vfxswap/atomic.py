@@ -1,7 +1,11 @@
 """Atomic file writes: a killed job never leaves a truncated file under the final name.
 
 Everything vfxswap writes (frames, checkpoints, manifests) goes to a hidden temporary file in
-the same folder, is flushed to disk, then renamed over the final name in one step.
+the same folder and is renamed over the final name in one step, so a job killed at any moment
+(the farm's usual way to stop a task) leaves either the old file or the new one, never a part.
+`durable` also fsyncs before the rename, which guards against an OS crash or power cut too:
+checkpoints and manifests use it; image frames do not by default (about 15-20 ms per 1080p
+frame here, more on network storage), and a resumed render re-checks frames it skips.
 """
 
 from __future__ import annotations

@@ -42,99 +42,11 @@ def cct_decode_np(model: np.ndarray) -> np.ndarray:
     return np.where(cct >= CCT_MAX, HALF_MAX, lin)
 
 
-_compiled = None
+def _jit():
+    """The numba kernels, imported on first use so importing vfxswap stays fast."""
+    from vfxswap.color import _jit
 
-
-def _numba_kernels():
-    """Compile on first use (cached on disk by numba), so importing vfxswap stays fast."""
-    global _compiled
-    if _compiled is not None:
-        return _compiled
-    from numba import njit, prange
-
-    f32 = np.float32
-    s_lin, o_lin, cut_lin, cut_log = f32(CCT_LIN_SLOPE), f32(CCT_LIN_OFFSET), f32(CCT_LIN_CUT), f32(CCT_LOG_CUT)
-    cct_max, norm, hmax = f32(CCT_MAX), f32(NORM_SCALE), f32(HALF_MAX)
-
-    @njit(inline="always")
-    def clean(v, counts, y):
-        if v != v:
-            counts[y, 0] += 1
-            return f32(0.0)
-        if v > hmax:
-            if math.isinf(v):
-                counts[y, 1] += 1
-                return hmax
-        elif v < -hmax:
-            if math.isinf(v):
-                counts[y, 2] += 1
-                return f32(0.0)
-        return v
-
-    @njit(inline="always")
-    def encode1(v):
-        if v <= cut_lin:
-            c = s_lin * v + o_lin
-        else:
-            c = (math.log2(v) + f32(9.72)) / f32(17.52)
-        return (c - o_lin) * norm
-
-    @njit(inline="always")
-    def decode1(m):
-        c = m / norm + o_lin
-        if c <= cut_log:
-            return (c - o_lin) / s_lin
-        if c >= cct_max:
-            return hmax
-        return math.exp2(c * f32(17.52) - f32(9.72))
-
-    @njit(parallel=True, cache=True)
-    def encode(src, mat, out, counts):
-        for y in prange(src.shape[0]):
-            for x in range(src.shape[1]):
-                r = clean(f32(src[y, x, 0]), counts, y)
-                g = clean(f32(src[y, x, 1]), counts, y)
-                b = clean(f32(src[y, x, 2]), counts, y)
-                for c in range(3):
-                    out[y, x, c] = encode1(mat[c, 0] * r + mat[c, 1] * g + mat[c, 2] * b)
-
-    @njit(parallel=True, cache=True)
-    def decode(src, mat, out, counts):
-        for y in prange(src.shape[0]):
-            for x in range(src.shape[1]):
-                r = decode1(clean(f32(src[y, x, 0]), counts, y))
-                g = decode1(clean(f32(src[y, x, 1]), counts, y))
-                b = decode1(clean(f32(src[y, x, 2]), counts, y))
-                for c in range(3):
-                    out[y, x, c] = mat[c, 0] * r + mat[c, 1] * g + mat[c, 2] * b
-
-    @njit(parallel=True, cache=True)
-    def display(src, mat, lut, out, counts):
-        """Linear plate -> normalised ACEScct -> trilinear 3D LUT (baked view) -> uint8."""
-        n1 = lut.shape[0] - 1
-        for y in prange(src.shape[0]):
-            for x in range(src.shape[1]):
-                r = clean(f32(src[y, x, 0]), counts, y)
-                g = clean(f32(src[y, x, 1]), counts, y)
-                b = clean(f32(src[y, x, 2]), counts, y)
-                pos = np.empty(3, np.float32)
-                for c in range(3):
-                    p = encode1(mat[c, 0] * r + mat[c, 1] * g + mat[c, 2] * b) * n1
-                    pos[c] = min(max(p, f32(0.0)), f32(n1))
-                i0 = min(int(pos[0]), n1 - 1)
-                j0 = min(int(pos[1]), n1 - 1)
-                k0 = min(int(pos[2]), n1 - 1)
-                fr, fg, fb = pos[0] - i0, pos[1] - j0, pos[2] - k0
-                for c in range(3):
-                    c00 = lut[i0, j0, k0, c] * (1 - fb) + lut[i0, j0, k0 + 1, c] * fb
-                    c01 = lut[i0, j0 + 1, k0, c] * (1 - fb) + lut[i0, j0 + 1, k0 + 1, c] * fb
-                    c10 = lut[i0 + 1, j0, k0, c] * (1 - fb) + lut[i0 + 1, j0, k0 + 1, c] * fb
-                    c11 = lut[i0 + 1, j0 + 1, k0, c] * (1 - fb) + lut[i0 + 1, j0 + 1, k0 + 1, c] * fb
-                    v = (c00 * (1 - fg) + c01 * fg) * (1 - fr) + (c10 * (1 - fg) + c11 * fg) * fr
-                    out[y, x, c] = np.uint8(min(max(v, f32(0.0)), f32(1.0)) * f32(255.0) + f32(0.5))
-
-    _compiled = (encode, decode, display)
-    return _compiled
+    return _jit
 
 
 def _prepare(src: np.ndarray) -> np.ndarray:
@@ -143,30 +55,44 @@ def _prepare(src: np.ndarray) -> np.ndarray:
     return src if src.dtype == np.float32 else src.astype(np.float32)
 
 
-def encode(src: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, >=3) linear plate RGB -> (H, W, 3) normalised ACEScct, and NaN/+Inf/-Inf counts."""
+def _out(src: np.ndarray, out: np.ndarray | None, dtype) -> np.ndarray:
+    if out is None:
+        return np.empty(src.shape[:2] + (3,), dtype)
+    if out.shape != src.shape[:2] + (3,) or out.dtype != dtype:
+        raise ValueError(f"out must be {src.shape[:2] + (3,)} {np.dtype(dtype).name}, got {out.shape} {out.dtype}")
+    return out
+
+
+def encode(src: np.ndarray, matrix: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, >=3) linear plate RGB -> (H, W, 3) normalised ACEScct, and NaN/+Inf/-Inf counts.
+
+    `out` may be a strided view (e.g. the RGB of an RGBA buffer) to avoid a new allocation.
+    """
     src = _prepare(src)
-    out = np.empty(src.shape[:2] + (3,), np.float32)
+    out = _out(src, out, np.float32)
     counts = np.zeros((src.shape[0], 3), np.int64)
-    _numba_kernels()[0](src, np.ascontiguousarray(matrix, np.float32), out, counts)
+    _jit().encode(src, np.ascontiguousarray(matrix, np.float32), out, counts)
     return out, counts.sum(0)
 
 
-def decode(src: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) normalised ACEScct -> (H, W, 3) linear plate RGB, and non-finite counts."""
+def decode(src: np.ndarray, matrix: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) normalised ACEScct -> (H, W, 3) linear plate RGB, and non-finite counts.
+
+    `out` may alias `src` (decode in place) or be the RGB view of an RGBA plate buffer.
+    """
     src = _prepare(src)
-    out = np.empty(src.shape[:2] + (3,), np.float32)
+    out = _out(src, out, np.float32)
     counts = np.zeros((src.shape[0], 3), np.int64)
-    _numba_kernels()[1](src, np.ascontiguousarray(matrix, np.float32), out, counts)
+    _jit().decode(src, np.ascontiguousarray(matrix, np.float32), out, counts)
     return out, counts.sum(0)
 
 
 def display(src: np.ndarray, matrix: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, >=3) linear plate RGB -> (H, W, 3) uint8 through a LUT baked on the model encoding."""
     src = _prepare(src)
-    out = np.empty(src.shape[:2] + (3,), np.uint8)
+    out = _out(src, None, np.uint8)
     counts = np.zeros((src.shape[0], 3), np.int64)
-    _numba_kernels()[2](src, np.ascontiguousarray(matrix, np.float32), lut, out, counts)
+    _jit().display(src, np.ascontiguousarray(matrix, np.float32), lut, out, counts)
     return out, counts.sum(0)
 
 

@@ -130,7 +130,7 @@ class ColorPipeline:
         self.matrix = self._linear_matrix(self.plate_space, self.encoding_linear)
         self.matrix_inv = None if self.matrix is None else np.linalg.inv(self.matrix.astype(np.float64)).astype(np.float32)
         self._display_lut: np.ndarray | None = None
-        self._torch_luts: dict[str, np.ndarray] = {}
+        self._torch_luts: dict[str, tuple[np.ndarray, float, float]] = {}
 
     # --- names and provenance -----------------------------------------------------------
 
@@ -188,7 +188,7 @@ class ColorPipeline:
         got = np.ascontiguousarray(probe.copy())
         cpu.applyRGB(got)
         scale = np.abs(expect).max(axis=1, keepdims=True) + 1e-30
-        return matrix if np.abs(got - expect).max() <= 0 or (np.abs(got - expect) / scale).max() < 1e-5 else None
+        return matrix if (np.abs(got - expect) / scale).max() < 1e-5 else None
 
     def convert(self, pixels: np.ndarray, src: str, dst: str) -> np.ndarray:
         """Any colour space to any other (RGB or RGBA, alpha untouched); returns a new array."""
@@ -201,10 +201,13 @@ class ColorPipeline:
 
     # --- the model encoding -------------------------------------------------------------
 
-    def to_model(self, plate_rgb: np.ndarray, where: str = "") -> np.ndarray:
-        """(H, W, >=3) plate pixels -> (H, W, 3) float32 model encoding; extra channels ignored."""
+    def to_model(self, plate_rgb: np.ndarray, where: str = "", out: np.ndarray | None = None) -> np.ndarray:
+        """(H, W, >=3) plate pixels -> (H, W, 3) float32 model encoding; extra channels ignored.
+
+        `out`: a float32 (H, W, 3) buffer (or view) to fill instead of allocating one.
+        """
         if self.matrix is not None:
-            out, counts = kernels.encode(plate_rgb, self.matrix)
+            out, counts = kernels.encode(plate_rgb, self.matrix, out)
             _report(counts, where)
             return out
         rgb = np.ascontiguousarray(plate_rgb[..., :3], dtype=np.float32).copy()
@@ -212,19 +215,29 @@ class ColorPipeline:
         apply_threaded(self.processor(self.plate_space, self.encoding_space), rgb)
         rgb -= kernels.CCT_LIN_OFFSET
         rgb *= kernels.NORM_SCALE
+        if out is not None:
+            out[...] = rgb
+            return out
         return rgb
 
-    def from_model(self, model_rgb: np.ndarray, where: str = "") -> np.ndarray:
-        """(H, W, 3) model encoding -> (H, W, 3) float32 plate pixels: the exact inverse."""
+    def from_model(self, model_rgb: np.ndarray, where: str = "", out: np.ndarray | None = None) -> np.ndarray:
+        """(H, W, 3) model encoding -> (H, W, 3) float32 plate pixels: the exact inverse.
+
+        `out` may be the RGB view of the plate's own RGBA buffer, so alpha stays where it is.
+        """
         if self.matrix_inv is not None:
-            out, counts = kernels.decode(model_rgb, self.matrix_inv)
+            out, counts = kernels.decode(model_rgb, self.matrix_inv, out)
             _report(counts, where)
             return out
         rgb = np.ascontiguousarray(model_rgb[..., :3], dtype=np.float32).copy()
         sanitize(rgb, where)
         rgb /= kernels.NORM_SCALE
         rgb += kernels.CCT_LIN_OFFSET
-        return apply_threaded(self.processor(self.encoding_space, self.plate_space), rgb)
+        apply_threaded(self.processor(self.encoding_space, self.plate_space), rgb)
+        if out is not None:
+            out[...] = rgb
+            return out
+        return rgb
 
     # --- display images -----------------------------------------------------------------
 
@@ -246,12 +259,14 @@ class ColorPipeline:
         `max_side` reduces the copy first (area filter, in linear light) so detection runs at
         a working resolution; map coordinates back with the ratio of widths.
         """
-        rgb = plate_rgb[..., :3]
-        h, w = rgb.shape[:2]
+        h, w = plate_rgb.shape[:2]
         size = working_size(w, h, max_side)
+        rgb = plate_rgb[..., :3]
         if size != (w, h):
-            rgb = np.nan_to_num(np.asarray(rgb, np.float32), nan=0.0, posinf=kernels.HALF_MAX, neginf=0.0)
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            # Reduce first (area filter in linear light; cv2 takes up to 4 channels as they are),
+            # then sanitise the small copy: a NaN smears over one reduced pixel, never further.
+            src = plate_rgb if plate_rgb.shape[2] <= 4 else np.ascontiguousarray(rgb)
+            rgb = cv2.resize(np.asarray(src, np.float32), size, interpolation=cv2.INTER_AREA)[..., :3]
         if exact:
             out = np.ascontiguousarray(rgb, dtype=np.float32).copy()
             sanitize(out, where)
@@ -273,22 +288,33 @@ class ColorPipeline:
         """(..., 3, H, W) plate tensor (any device) -> model encoding tensor."""
         if self.matrix is not None:
             return kernels.encode_torch(t, self.matrix)
-        return kernels.apply_lut_torch(t, self._torch_lut("to_model"), 0.0, 1.0)
+        return kernels.apply_lut_torch(t, *self._torch_lut("to_model"))
 
     def from_model_torch(self, t):
         """(..., 3, H, W) model encoding tensor -> plate tensor: the inverse of `to_model_torch`."""
         if self.matrix_inv is not None:
             return kernels.decode_torch(t, self.matrix_inv)
-        return kernels.apply_lut_torch(t, self._torch_lut("from_model"), 0.0, 1.0)
+        return kernels.apply_lut_torch(t, *self._torch_lut("from_model"))
 
-    def _torch_lut(self, which: str, size: int = 65) -> np.ndarray:
-        """For non-linear plate spaces: the encoding baked from OCIO over [0, 1] (values clamp)."""
+    def _torch_lut(self, which: str, size: int = 97) -> tuple[np.ndarray, float, float]:
+        """For non-linear plate spaces: the encoding baked from OCIO as a 3D LUT, with its domain.
+
+        The domain runs from black to the brightest half value as the source side encodes
+        them (at least 0-1, at most 0-2 for plate spaces whose code values climb far above 1,
+        e.g. sRGB-encoded ones, where values beyond clamp).
+        """
         if which not in self._torch_luts:
-            axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
+            ends = np.array([[[0.0, 0.0, 0.0], [kernels.HALF_MAX] * 3]], np.float32)
+            if which == "to_model":
+                plate_ends = self.convert(ends, self.encoding_linear, self.plate_space)[0, :, 0]
+                lo, hi = min(0.0, float(plate_ends[0])), min(max(1.0, float(plate_ends[1])), 2.0)
+            else:
+                lo, hi = 0.0, float(kernels.cct_encode_np(kernels.HALF_MAX))
+            axis = np.linspace(lo, hi, size, dtype=np.float32)
             r, g, b = np.meshgrid(axis, axis, axis, indexing="ij")
-            grid = np.ascontiguousarray(np.stack([r, g, b], -1).reshape(-1, 3))
-            grid = self.to_model(grid[None])[0] if which == "to_model" else self.from_model(grid[None])[0]
-            self._torch_luts[which] = grid.reshape(size, size, size, 3)
+            grid = np.ascontiguousarray(np.stack([r, g, b], -1).reshape(1, -1, 3))
+            grid = self.to_model(grid)[0] if which == "to_model" else self.from_model(grid)[0]
+            self._torch_luts[which] = (grid.reshape(size, size, size, 3), lo, hi)
         return self._torch_luts[which]
 
 

@@ -163,27 +163,27 @@ def _display_rgba(pipe: ColorPipeline, image: Image, exact: bool) -> np.ndarray:
 def _to_movie(source: FrameSource, dst: str, choice, from_space, display, view, fps, exact, on_frame) -> ConvertReport:
     from vfxswap.plates.video import write_preview
 
+    # The plate space and frame rate must be known before ffmpeg starts: take them from the
+    # first frame's header (movies: their own rate; code values taken as sRGB-encoded).
+    if source.sequence is None:
+        plate, rate = from_space or VIDEO_SPACE, fps or source.fps
+    else:
+        head = read_info(source.sequence.path(source.frames[0]))
+        plate = from_space or guess_plate_space(head.attributes, head.format, choice)
+        rate = fps or _fps_of(head)
+    pipe = ColorPipeline(plate, config=choice, display=display, view=view)
     report = ConvertReport()
-    state: dict = {}
 
     def frames_out():
         for frame, image in progress(source, total=len(source.frames), desc=f"preview {Path(dst).name}"):
             if isinstance(image, VfxSwapError):
-                raise VfxSwapError(f"frame {frame}: {image}")
-            if "pipe" not in state:
-                plate = from_space or (VIDEO_SPACE if source.sequence is None else
-                                       guess_plate_space(image.attributes, image.source_format, choice))
-                state["pipe"] = ColorPipeline(plate, config=choice, display=display, view=view)
-            pixels = image.on_display_window()
-            yield state["pipe"].to_display(pixels, exact=exact, where=f"frame {frame}")
+                raise VfxSwapError(f"frame {frame}: {image}")  # a movie cannot have a hole
+            yield pipe.to_display(image.on_display_window(), exact=exact, where=f"frame {frame}")
             report.written.append(frame)
             if on_frame:
                 on_frame(frame, None)
 
-    # fps must be known before ffmpeg starts: peek it from the first frame's header.
-    first = source.sequence.path(source.frames[0]) if source.sequence is not None else None
-    rate = fps or source.fps or (_fps_of(read_info(first)) if first else None) or 24.0
-    write_preview(dst, frames_out(), fps=rate)
+    write_preview(dst, frames_out(), fps=rate or 24.0)
     return report
 
 

@@ -41,6 +41,9 @@ _NUMPY_OF = {"half": np.float16, "float": np.float32, "uint8": np.uint8, "uint16
 # Attributes that describe one file's encoding, not the picture: never carried to a new file.
 _FORMAT_PREFIXES = {"openexr", "tiff", "dpx", "png", "jpeg", "oiio"}
 _KEEP = {"oiio:ColorSpace"}
+# OIIO's EXR writer keeps `oiio:ColorSpace` only as a colour interop ID, and only for names it
+# knows; the OCIO name itself goes here too so a studio space ("ARRI LogC4") survives.
+COLORSPACE_ATTR = "vfxswap:colorSpace"
 _DROP = {"compression", "name"}
 
 
@@ -182,7 +185,10 @@ def _one_line(text: str) -> str:
 
 
 def _attributes(spec: oiio.ImageSpec) -> dict[str, tuple[str, Any]]:
-    return {a.name: (str(a.type), a.value) for a in spec.extra_attribs}
+    attrs = {a.name: (str(a.type), a.value) for a in spec.extra_attribs}
+    if COLORSPACE_ATTR in attrs:
+        attrs["oiio:ColorSpace"] = attrs[COLORSPACE_ATTR]
+    return attrs
 
 
 def _info(path: str, spec: oiio.ImageSpec, part: int) -> ImageInfo:
@@ -275,12 +281,13 @@ def _carried(attributes: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any
 
 
 def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = None,
-                compression: str | None = None) -> None:
+                compression: str | None = None, durable: bool = False) -> None:
     """Write `image` atomically; the format follows the extension.
 
     EXR keeps the data window (it may be smaller than the display window), channel names and
     every carried header attribute. Formats without windows get the data placed on the
     display window. `compression`: EXR `zip` (default), `piz`, `dwaa[:level]`, ...
+    `durable` fsyncs before the rename (see `vfxswap.atomic`).
     """
     path = str(path)
     ext = Path(path).suffix.lower()
@@ -310,13 +317,14 @@ def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = No
             spec.attribute(name, oiio.TypeDesc(type_name), value)
         except (TypeError, ValueError, RuntimeError):
             continue  # an attribute this writer cannot express; the pixels matter more
+    if image.colorspace:
+        spec.attribute(COLORSPACE_ATTR, str(image.colorspace))
     if bits:
         spec.attribute("oiio:BitsPerSample", bits)
     _set_compression(spec, path, ext, compression)
     if pixels.dtype.kind == "f" and dtype.startswith("uint"):
         pixels = np.clip(pixels, 0.0, 1.0)  # integer formats store 0-1; OIIO would wrap NaN
-    with atomic_path(path) as tmp:
-        out = oiio.ImageOutput.create(str(tmp))
+    with atomic_path(path, durable=durable) as tmp:
         if not out.open(str(tmp), spec):
             raise VfxSwapError(f"{path}: cannot open for writing: {_one_line(out.geterror())}")
         ok = out.write_image(np.ascontiguousarray(pixels))

@@ -1,6 +1,6 @@
 """Plate I/O and colour benchmark: vfxswap's EXR path against raw OpenImageIO, in one process.
 
-Run:  python bench/plates.py [--frames 6] [--sizes 1080p,4k] [--detect-side 960] [--json out.json]
+Run:  python bench/plates.py [--frames 8] [--sizes 1080p,4k] [--detect-side 960] [--json out.json]
 
 Synthetic ACEScg plates (half RGBA, ZIP; gradients, texture, grain, highlights) are written once
 per size. Each frame is then run through, interleaved (AB BA AB ...) so drift cancels out:
@@ -168,7 +168,7 @@ def report(results: list[dict], pipe: ColorPipeline, side: int, pipe_s: float) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=6, help="frames per resolution (default 6)")
+    ap.add_argument("--frames", type=int, default=8, help="frames per resolution (default 8)")
     ap.add_argument("--sizes", default="1080p,4k", help=f"comma-separated, from {', '.join(SIZES)}")
     ap.add_argument("--workdir", help="where plates and outputs go (default: a temporary folder)")
     ap.add_argument("--detect-side", type=int, default=960, help="longest side of the detector copy")

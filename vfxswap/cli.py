@@ -72,6 +72,70 @@ def cmd_plates_convert(args) -> int:
     return 0
 
 
+def _extract_options(args):
+    from vfxswap.faces.extract import ExtractOptions
+
+    return ExtractOptions(frames=getattr(args, "frames", None), start=getattr(args, "start", 1001),
+                          backend=args.backend, device=args.device, face_type=getattr(args, "face_type", "whole_face"),
+                          size=getattr(args, "size", 256), max_faces=getattr(args, "max_faces", None),
+                          min_size=getattr(args, "min_size", None), min_score=getattr(args, "min_score", None),
+                          smooth=getattr(args, "smooth", 1.0),
+                          detect_side=getattr(args, "detect_side", 960), plate_space=getattr(args, "plate_space", None),
+                          ocio=getattr(args, "ocio", None), debug_dir=getattr(args, "debug_dir", None))
+
+
+def cmd_extract(args) -> int:
+    from vfxswap.faces.extract import extract
+    from vfxswap.plates.frames import format_frames
+
+    report = extract(args.plates, args.out, _extract_options(args))
+    print(f"faceset {args.out}: {report.faces} face(s); detected {report.frames_detected} frame(s), "
+          f"{report.frames_skipped} already done, aligned {report.frames_aligned}")
+    if report.frames_without_faces:
+        print(f"frames without a face: {format_frames(report.frames_without_faces)}")
+    if report.failed:
+        print(f"vfxswap: error: {len(report.failed)} frame(s) failed: {format_frames(report.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_faceset(args) -> int:
+    from vfxswap.faceset import Faceset
+    from vfxswap.faceset import tools
+
+    with Faceset(args.faceset) as fs:
+        if args.faceset_command == "info":
+            data = tools.info(fs)
+            print(json.dumps(data, indent=2) if args.json else tools.format_info(data))
+        elif args.faceset_command == "sort":
+            for f in tools.sort(fs, args.by)[: args.limit]:
+                value = {"yaw": f.yaw, "blur": f.blur, "size": f.face_size}.get(args.by)
+                print(f"{f.rank:5d}  {f.image}" + (f"  {value:.4g}" if value is not None else ""))
+        elif args.faceset_command == "filter":
+            from vfxswap.faces.extract import reference_embeddings
+
+            refs = reference_embeddings(args.like, _extract_options(args))
+            kept, dropped = tools.filter_like(fs, refs, args.threshold, args.delete)
+            print(f"kept {kept} face(s), {'deleted' if args.delete else 'excluded'} {dropped}")
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from pathlib import Path
+
+    from vfxswap.faces.weights import fetch_fan
+
+    for key, path in fetch_fan(Path(args.dir) if args.dir else None).items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "dlib", "dlib-cnn", "fan"),
+                   help="face backend: auto = fan when its weights are cached, else dlib")
+    p.add_argument("--device", default="cpu", help="torch device for the fan backend (cpu, cuda)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vfxswap", description=(
         "Face replacement for VFX: plates in, a premultiplied RGBA EXR face layer out, in the "
@@ -112,6 +176,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_colour_options(p)
     p.set_defaults(func=cmd_plates_convert)
     plates.set_defaults(func=lambda args: plates.print_help() or 2)
+
+    p = sub.add_parser("extract", help="plates, a movie or stills -> a faceset (detect, landmarks, track, align)",
+                       description="Find every face, landmark it, track and smooth it over the shot, and store "
+                                   "aligned float crops in the model encoding. Resumable: frames already in the "
+                                   "faceset are skipped.")
+    p.add_argument("plates", help="a sequence pattern, one frame's file, a movie, or a folder of stills")
+    p.add_argument("--out", required=True, help="faceset folder (created if needed)")
+    p.add_argument("--frames", help="frames to extract, e.g. 1001-1100")
+    p.add_argument("--start", type=int, default=1001, help="frame number of a movie's first frame")
+    _add_backend_options(p)
+    p.add_argument("--face-type", default="whole_face", choices=("full", "whole_face", "head"))
+    p.add_argument("--size", type=int, default=256, help="aligned crop size in pixels (default 256)")
+    p.add_argument("--max-faces", type=int, help="keep at most this many faces per frame (most confident)")
+    p.add_argument("--min-size", type=float, help="smallest face wanted, plate pixels (default: what the "
+                   "detector finds at --detect-side, about 80 px there; smaller costs time)")
+    p.add_argument("--min-score", type=float, help="detector confidence to keep a face (dlib HOG 0, dlib-cnn 0.3, fan 0.5)")
+    p.add_argument("--smooth", type=float, default=1.0, help="temporal smoothing strength (0 = off, 1 = default)")
+    p.add_argument("--detect-side", type=int, default=960, help="longest side of the detector's working image")
+    p.add_argument("--plate-space", help="plate colour space (default: from the header, else scene_linear)")
+    p.add_argument("--ocio", help="OCIO config (path or ocio:// URI)")
+    p.add_argument("--debug-dir", help="write frames with boxes and landmarks drawn here")
+    p.set_defaults(func=cmd_extract)
+
+    fset = sub.add_parser("faceset", help="inspect and curate a faceset")
+    fsub = fset.add_subparsers(dest="faceset_command", metavar="ACTION")
+    p = fsub.add_parser("info", help="counts, tracks and pose coverage")
+    p.add_argument("faceset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_faceset)
+    p = fsub.add_parser("sort", help="rank faces for review by yaw, blur, identity or size")
+    p.add_argument("faceset")
+    p.add_argument("--by", required=True, choices=("yaw", "blur", "identity", "size"))
+    p.add_argument("--limit", type=int, help="print only the first N")
+    p.set_defaults(func=cmd_faceset)
+    p = fsub.add_parser("filter", help="keep one identity: faces like the reference images")
+    p.add_argument("faceset")
+    p.add_argument("--like", nargs="+", required=True, help="reference images or folders of the identity to keep")
+    p.add_argument("--threshold", type=float, default=0.6, help="embedding distance for the same person (dlib: 0.6)")
+    p.add_argument("--delete", action="store_true", help="delete the other faces instead of excluding them")
+    _add_backend_options(p)
+    p.set_defaults(func=cmd_faceset)
+    fset.set_defaults(func=lambda args: fset.print_help() or 2)
+
+    models = sub.add_parser("models", help="face backend weights")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    p = msub.add_parser("fetch", help="download face-alignment (fan) weights where the internet is reachable")
+    p.add_argument("--dir", help="where to put them (default: the torch hub cache; or point $VFXSWAP_MODELS here)")
+    p.set_defaults(func=cmd_models_fetch)
+    models.set_defaults(func=lambda args: models.print_help() or 2)
     return parser
 
 

@@ -82,3 +82,44 @@ def backend_status() -> list[BackendStatus]:
                    f"{', '.join(map(str, dirs))}); fetch them where the internet is reachable and copy them to $VFXSWAP_MODELS")
     out.append(BackendStatus("fan", ok, detail, files))
     return out
+
+
+FAN_URLS = {
+    "s3fd": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+    "2dfan4": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+}
+
+
+def fetch_fan(folder: Path | None = None, timeout: float = 30.0) -> dict[str, Path]:
+    """Download face-alignment's weights into `folder` (default: the torch hub cache).
+
+    Each file lands atomically; a machine without internet gets one clear error within
+    `timeout` seconds instead of a hang.
+    """
+    import urllib.error
+    import urllib.request
+
+    from vfxswap.atomic import atomic_path
+    from vfxswap.errors import VfxSwapError
+
+    if folder is None:
+        import torch.hub
+
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    got = {}
+    for key, url in FAN_URLS.items():
+        final = folder / FAN_FILES[key]
+        if final.is_file():
+            got[key] = final
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(final) as tmp:
+                with open(tmp, "wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise VfxSwapError(f"cannot download {url}: {exc}; copy {FAN_FILES[key]} into {folder} "
+                               f"(or a folder named by $VFXSWAP_MODELS) by hand") from None
+        got[key] = final
+    return got

@@ -1,0 +1,229 @@
+"""The faceset store: one folder, an SQLite index and one half-float EXR per aligned face.
+
+    FACESET/
+      faceset.db          index (schema below); WAL mode, one transaction per frame
+      faces/<src>_<frame>_<i>.exr   aligned face in the model encoding: R, G, B (half) and the
+                          landmark hull masks as `components.Y` and `extended.Y`
+
+A frame is recorded in `frames` in the same transaction as its faces, including frames with no
+face (an empty, not failed, row), so an interrupted extraction resumes where it stopped and
+never duplicates a row. Face images are written atomically before their rows; a stray image
+without a row is simply rewritten next time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vfxswap.errors import VfxSwapError
+
+SCHEMA_VERSION = 1
+DB_NAME = "faceset.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (
+    source TEXT NOT NULL, frame INTEGER NOT NULL,
+    stage TEXT NOT NULL,          -- 'detected' (raw landmarks) or 'aligned' (crops written)
+    faces INTEGER NOT NULL, error TEXT,
+    PRIMARY KEY (source, frame));
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL, frame INTEGER NOT NULL, face_index INTEGER NOT NULL,
+    track_id INTEGER,
+    box BLOB NOT NULL,            -- float32 (4,) x0 y0 x1 y1, plate pixels
+    score REAL,
+    landmarks_raw BLOB NOT NULL,  -- float32 (68, 2) plate pixels, as detected
+    landmarks BLOB,               -- float32 (68, 2) plate pixels, smoothed along the track
+    aligned_landmarks BLOB,       -- float32 (68, 2) aligned-crop pixels
+    matrix BLOB,                  -- float64 (2, 3) plate -> aligned (cv2.warpAffine convention)
+    face_type TEXT, size INTEGER,
+    image TEXT,                   -- path of the aligned EXR, relative to the faceset folder
+    embedding BLOB,               -- float32 (128,) dlib face descriptor
+    blur REAL, yaw REAL, pitch REAL, roll REAL,
+    face_size REAL,               -- plate pixels (see faces.track.face_size)
+    excluded INTEGER NOT NULL DEFAULT 0,
+    rank INTEGER,
+    UNIQUE (source, frame, face_index));
+CREATE INDEX IF NOT EXISTS faces_track ON faces (source, track_id, frame);
+"""
+
+_ARRAYS = {"box": (np.float32, (4,)), "landmarks_raw": (np.float32, (68, 2)), "landmarks": (np.float32, (68, 2)),
+           "aligned_landmarks": (np.float32, (68, 2)), "matrix": (np.float64, (2, 3)),
+           "embedding": (np.float32, (128,))}
+
+
+def _pack(name: str, value):
+    if value is None or name not in _ARRAYS:
+        return value
+    dtype, shape = _ARRAYS[name]
+    return np.ascontiguousarray(value, dtype).reshape(shape).tobytes()
+
+
+def _unpack(name: str, value):
+    if value is None or name not in _ARRAYS:
+        return value
+    dtype, shape = _ARRAYS[name]
+    return np.frombuffer(value, dtype).reshape(shape).copy()
+
+
+@dataclass
+class FaceRow:
+    """One face as stored; arrays are numpy, absent values None."""
+
+    source: str
+    frame: int
+    face_index: int
+    box: np.ndarray
+    landmarks_raw: np.ndarray
+    score: float | None = None
+    track_id: int | None = None
+    landmarks: np.ndarray | None = None
+    aligned_landmarks: np.ndarray | None = None
+    matrix: np.ndarray | None = None
+    face_type: str | None = None
+    size: int | None = None
+    image: str | None = None
+    embedding: np.ndarray | None = None
+    blur: float | None = None
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = None
+    face_size: float | None = None
+    excluded: int = 0
+    rank: int | None = None
+    id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+_COLUMNS = [f for f in FaceRow.__dataclass_fields__ if f not in ("id", "extra")]
+
+
+class Faceset:
+    """Open (or create) a faceset folder. Use as a context manager or call `close()`."""
+
+    def __init__(self, folder: str | Path, *, create: bool = False):
+        self.folder = Path(folder)
+        db = self.folder / DB_NAME
+        if not db.exists() and not create:
+            raise VfxSwapError(f"{self.folder}: not a faceset (no {DB_NAME})")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "faces").mkdir(exist_ok=True)
+        self.db = sqlite3.connect(str(db), timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        version = self.meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) > SCHEMA_VERSION:
+            raise VfxSwapError(f"{self.folder}: faceset schema {version} is newer than this vfxswap ({SCHEMA_VERSION})")
+        self.db.commit()
+
+    def __enter__(self) -> "Faceset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- meta -------------------------------------------------------------------------
+
+    def meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def check_settings(self, **settings) -> None:
+        """Record extraction settings once; refuse to mix faces cut with different ones."""
+        for key, value in settings.items():
+            have = self.meta(key)
+            if have is None:
+                self.set_meta(key, value)
+            elif have != value:
+                raise VfxSwapError(f"{self.folder}: holds faces with {key}={have!r}, asked for {value!r}; "
+                                   f"use a new faceset folder")
+        self.db.commit()
+
+    # --- frames and faces ---------------------------------------------------------------
+
+    def frame_stage(self, source: str) -> dict[int, str]:
+        return dict(self.db.execute("SELECT frame, stage FROM frames WHERE source = ?", (source,)))
+
+    @contextmanager
+    def transaction(self):
+        try:
+            yield self.db
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+
+    def record_detections(self, source: str, frame: int, faces: list[FaceRow], error: str | None = None) -> None:
+        """All faces of one frame (maybe none) and the frame's row, in one transaction."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM faces WHERE source = ? AND frame = ?", (source, frame))
+            for face in faces:
+                self._insert(db, face)
+            db.execute("INSERT OR REPLACE INTO frames (source, frame, stage, faces, error) VALUES (?, ?, ?, ?, ?)",
+                       (source, frame, "detected", len(faces), error))
+
+    def _insert(self, db, face: FaceRow) -> None:
+        cols = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        db.execute(f"INSERT INTO faces ({cols}) VALUES ({marks})", [_pack(c, getattr(face, c)) for c in _COLUMNS])
+
+    def update_faces(self, faces: list[FaceRow], columns: list[str]) -> None:
+        """Write `columns` of existing rows (matched by id) in one transaction."""
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        with self.transaction() as db:
+            db.executemany(f"UPDATE faces SET {sets} WHERE id = ?",
+                           [[_pack(c, getattr(f, c)) for c in columns] + [f.id] for f in faces])
+
+    def mark_aligned(self, source: str, frame: int, faces: list[FaceRow], columns: list[str]) -> None:
+        """The aligned columns of one frame's faces and its stage, in one transaction."""
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        with self.transaction() as db:
+            db.executemany(f"UPDATE faces SET {sets} WHERE id = ?",
+                           [[_pack(c, getattr(f, c)) for c in columns] + [f.id] for f in faces])
+            db.execute("UPDATE frames SET stage = 'aligned' WHERE source = ? AND frame = ?", (source, frame))
+
+    def faces(self, where: str = "", params: tuple = (), *, include_excluded: bool = True) -> list[FaceRow]:
+        clauses = [where] if where else []
+        if not include_excluded:
+            clauses.append("excluded = 0")
+        sql = "SELECT id, " + ", ".join(_COLUMNS) + " FROM faces"
+        if clauses:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+        sql += " ORDER BY source, frame, face_index"
+        rows = []
+        for values in self.db.execute(sql, params):
+            row = FaceRow(**{c: _unpack(c, v) for c, v in zip(_COLUMNS, values[1:])})
+            row.id = values[0]
+            rows.append(row)
+        return rows
+
+    def sources(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT source FROM frames ORDER BY source")]
+
+    def counts(self) -> dict[str, int]:
+        q = lambda sql: self.db.execute(sql).fetchone()[0]
+        return {"frames": q("SELECT COUNT(*) FROM frames"),
+                "frames_without_faces": q("SELECT COUNT(*) FROM frames WHERE faces = 0"),
+                "faces": q("SELECT COUNT(*) FROM faces"),
+                "excluded": q("SELECT COUNT(*) FROM faces WHERE excluded = 1"),
+                "aligned": q("SELECT COUNT(*) FROM faces WHERE image IS NOT NULL"),
+                "tracks": q("SELECT COUNT(*) FROM (SELECT DISTINCT source, track_id FROM faces)")}
+
+    def image_path(self, face: FaceRow) -> Path:
+        return self.folder / face.image

@@ -1,0 +1,95 @@
+"""Curating a faceset: what it holds (`info`), ordering for review (`sort`), keeping one
+identity (`filter --like`). Exclusion is a flag, so nothing is lost until `--delete`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vfxswap.errors import VfxSwapError
+from vfxswap.faceset.store import Faceset
+
+YAW_BINS = np.arange(-90, 91, 15)
+SORT_KEYS = ("yaw", "blur", "identity", "size")
+
+
+def info(fs: Faceset) -> dict:
+    faces = fs.faces(include_excluded=False)
+    counts = fs.counts()
+    yaws = np.array([f.yaw for f in faces if f.yaw is not None])
+    hist, _ = np.histogram(np.clip(yaws, -89.9, 89.9), YAW_BINS) if len(yaws) else (np.zeros(len(YAW_BINS) - 1), None)
+    tracks: dict[str, int] = {}
+    for f in faces:
+        key = f"{f.source} track {f.track_id}"
+        tracks[key] = tracks.get(key, 0) + 1
+    blur = [f.blur for f in faces if f.blur is not None]
+    return {
+        "folder": str(fs.folder), "counts": counts, "face_type": fs.meta("face_type"), "size": fs.meta("size"),
+        "encoding": fs.meta("encoding"), "sources": fs.sources(), "tracks": tracks,
+        "yaw_histogram": {f"{a:+d}..{b:+d}": int(n) for a, b, n in zip(YAW_BINS[:-1], YAW_BINS[1:], hist)},
+        "pitch_range": _range([f.pitch for f in faces]), "blur_range": _range(blur),
+    }
+
+
+def _range(values) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    return (float(min(values)), float(max(values))) if values else None
+
+
+def format_info(data: dict) -> str:
+    c = data["counts"]
+    lines = [f"faceset    {data['folder']} ({data['face_type']}, {data['size']} px, {data['encoding']})",
+             f"faces      {c['faces'] - c['excluded']} kept, {c['excluded']} excluded, {c['aligned']} aligned",
+             f"frames     {c['frames']} ({c['frames_without_faces']} without a face), {len(data['sources'])} source(s)",
+             "tracks     " + ", ".join(f"{k}: {v}" for k, v in data["tracks"].items())]
+    peak = max(data["yaw_histogram"].values() or [1]) or 1
+    lines.append("yaw        (degrees, + = face turned to its left)")
+    for span, n in data["yaw_histogram"].items():
+        lines.append(f"  {span:>9} {'#' * round(30 * n / peak):<30} {n}")
+    if data["pitch_range"]:
+        lines.append(f"pitch      {data['pitch_range'][0]:.1f} .. {data['pitch_range'][1]:.1f}")
+    if data["blur_range"]:
+        lines.append(f"blur       {data['blur_range'][0]:.4g} .. {data['blur_range'][1]:.4g} (variance of Laplacian)")
+    return "\n".join(lines)
+
+
+def sort(fs: Faceset, by: str) -> list:
+    """Rank kept faces for review: yaw (left to right), blur (sharpest first), size (largest
+    first), identity (most typical of the faceset first); the rank is stored."""
+    if by not in SORT_KEYS:
+        raise VfxSwapError(f"unknown sort key {by!r} (choose from {', '.join(SORT_KEYS)})")
+    faces = [f for f in fs.faces(include_excluded=False) if f.image is not None]
+    if by == "identity":
+        embs = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 128))
+        centre = np.median(embs, axis=0) if len(embs) else None
+        key = lambda f: float(np.linalg.norm(f.embedding - centre))
+    else:
+        key = {"yaw": lambda f: f.yaw, "blur": lambda f: -f.blur, "size": lambda f: -f.face_size}[by]
+    faces.sort(key=key)
+    for rank, f in enumerate(faces):
+        f.rank = rank
+    fs.update_faces(faces, ["rank"])
+    return faces
+
+
+def filter_like(fs: Faceset, references: list[np.ndarray], threshold: float, delete: bool = False) -> tuple[int, int]:
+    """Keep faces within `threshold` of the references' mean embedding; exclude (or delete) the rest."""
+    from vfxswap.faces.identity import distance
+
+    if not references:
+        raise VfxSwapError("filter --like: no face found in the reference images")
+    centre = np.mean(np.stack(references), axis=0)
+    keep, drop = [], []
+    for f in fs.faces():
+        (keep if f.embedding is not None and distance(f.embedding, centre) <= threshold else drop).append(f)
+    for f in keep:
+        f.excluded = 0
+    for f in drop:
+        f.excluded = 1
+    fs.update_faces(keep + drop, ["excluded"])
+    if delete and drop:
+        with fs.transaction() as db:
+            db.executemany("DELETE FROM faces WHERE id = ?", [(f.id,) for f in drop])
+        for f in drop:
+            if f.image:
+                fs.image_path(f).unlink(missing_ok=True)
+    return len(keep), len(drop)

@@ -129,3 +129,51 @@ def test_killed_extract_resumes_without_duplicates(shared_file, tmp_path):
     assert "already done" in done.stdout
     stray = [p for p in (out / "faces").iterdir() if ".vfxswap-tmp" in p.name]
     assert not stray
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "vfxswap", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_faceset_cli_info_sort_filter_and_debug(shared_data, tmp_path):
+    """Two identities in one faceset; `filter --like` keeps the one the references show."""
+    a = sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))
+    b = sorted((shared_data / "identities" / "B_grid_brbk7n").glob("*.jpg"))
+    if len(a) < 8 or len(b) < 8:
+        pytest.skip("GRID identity stills absent")
+    stills, refs = tmp_path / "stills", tmp_path / "refs"
+    stills.mkdir()
+    refs.mkdir()
+    for p in a[:4] + b[:4]:
+        (stills / p.name).symlink_to(p)
+    (refs / a[-1].name).symlink_to(a[-1])
+    out = tmp_path / "fs"
+    done = _cli("extract", stills, "--out", out, "--backend", "dlib", "--size", "64", "--debug-dir", tmp_path / "dbg")
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "dbg").glob("*.png"))) == 8
+    info = _cli("faceset", "info", out)
+    assert info.returncode == 0 and "8 kept" in info.stdout
+    with Faceset(out) as fs:
+        assert len({f.track_id for f in fs.faces()}) == 2  # stills grouped by identity
+    ranked = _cli("faceset", "sort", out, "--by", "blur")
+    blurs = [float(line.split()[-1]) for line in ranked.stdout.splitlines()]
+    assert len(blurs) == 8 and blurs == sorted(blurs, reverse=True)
+    kept = _cli("faceset", "filter", out, "--like", refs, "--backend", "dlib")
+    assert kept.returncode == 0, kept.stderr
+    assert "kept 4 face(s), excluded 4" in kept.stdout
+    with Faceset(out) as fs:
+        keep = {f.source for f in fs.faces(include_excluded=False)}
+        assert keep == {str(stills / p.name) for p in a[:4]}
+
+
+def test_fan_without_weights_says_so_quickly(tmp_path):
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / "hub"), VFXSWAP_MODELS="")
+    still = tmp_path / "a.png"
+    write_image(still, Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
+    t0 = time.time()
+    out = _cli("extract", still, "--out", tmp_path / "fs", "--backend", "fan", env=env)
+    assert out.returncode == 1 and "fan backend unavailable" in out.stderr and "Traceback" not in out.stderr
+    auto = _cli("extract", still, "--out", tmp_path / "fs2", "--backend", "auto", env=env)
+    assert auto.returncode == 0 and "face backend: dlib" in auto.stderr
+    assert time.time() - t0 < 120  # no hanging download attempt

@@ -132,6 +132,14 @@ class ColorPipeline:
         self._display_lut: np.ndarray | None = None
         self._torch_luts: dict[str, tuple[np.ndarray, float, float]] = {}
 
+    @property
+    def plate_is_display_encoded(self) -> bool:
+        """True when plate values are display code values (e.g. sRGB-encoded stills, video):
+        detectors can then take them as they are, with no view transform."""
+        cs = self.choice.config.getColorSpace(self.plate_space)
+        return cs.getEncoding() in ("sdr-video", "hdr-video") or \
+            cs.getReferenceSpaceType() == OCIO.REFERENCE_SPACE_DISPLAY
+
     # --- names and provenance -----------------------------------------------------------
 
     def space_name(self, name: str) -> str:

@@ -14,10 +14,12 @@ group faces by identity.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align, quality, track
 from vfxswap.faces.backends import load_backend
 from vfxswap.faceset.store import Faceset, FaceRow
+from vfxswap.masks import hull_mask
 from vfxswap.plates.convert import FrameSource
 from vfxswap.plates.image import Image, read_image, write_image
 from vfxswap.progress import progress
@@ -75,11 +78,6 @@ def _source_tag(source: str) -> str:
     return f"{stem or 'src'}_{hashlib.sha1(source.encode()).hexdigest()[:8]}"
 
 
-def _display_source(image: Image) -> bool:
-    """8-bit sources (JPEG, PNG, movies) already are display images: detect on them as they are."""
-    return image.source_format in ("uint8",)
-
-
 def _clip_box(box, w: int, h: int, margin: float = 0.0) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
@@ -112,8 +110,24 @@ class Extractor:
             self._embedder = FaceEmbedder()
         return self._embedder
 
-    def _time(self, key: str, seconds: float) -> None:
-        self.timings[key] = self.timings.get(key, 0.0) + seconds
+    @contextlib.contextmanager
+    def clock(self, key: str):
+        """Add the time spent in the block to `timings[key]` (seconds, summed over frames)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    def _frames(self, fsrc: FrameSource, desc: str):
+        """The source's frames, with the time spent reading them clocked as `decode`."""
+        it = iter(progress(fsrc, total=len(fsrc.frames), desc=desc))
+        while True:
+            with self.clock("decode"):
+                item = next(it, None)
+            if item is None:
+                return
+            yield item
 
     def pipeline(self, source: str, image: Image) -> ColorPipeline:
         if source not in self._pipes:
@@ -131,23 +145,19 @@ class Extractor:
     # --- pass 1: detection --------------------------------------------------------------
 
     def detect_frame(self, source: str, frame: int, image: Image) -> list[FaceRow]:
-        import time
-
-        t0 = time.perf_counter()
         pipe = self.pipeline(source, image)
         plate = image.on_display_window()
         h, w = plate.shape[:2]
-        code_values = _display_source(image)
+        code_values = pipe.plate_is_display_encoded  # stills, video: detect on them as they are
         if code_values:
             plate8 = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
         where = f"{source} frame {frame}"
-        view = (cv2.resize(plate8, _size(w, h, self.opt.detect_side), interpolation=cv2.INTER_AREA)
-                if code_values else self._display(pipe, plate, self.opt.detect_side, where))
+        with self.clock("colour"):
+            view = (cv2.resize(plate8, _size(w, h, self.opt.detect_side), interpolation=cv2.INTER_AREA)
+                    if code_values else self._display(pipe, plate, self.opt.detect_side, where))
         scale = view.shape[1] / w
-        t1 = time.perf_counter()
-        upsample = self._upsample(source, scale)
-        found = self.backend.detect(view, upsample)
-        t2 = time.perf_counter()
+        with self.clock("detect"):
+            found = self.backend.detect(view, self._upsample(source, scale))
         rows: list[FaceRow] = []
         min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
         for face in found:
@@ -155,18 +165,16 @@ class Extractor:
             if box[2] - box[0] < (self.opt.min_size or 0) or face.score < min_score:
                 continue
             x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
-            crop = plate8[y0:y1, x0:x1] if code_values else self._display(pipe, plate[y0:y1, x0:x1], None, where)
-            local_box = box - np.array([x0, y0, x0, y0], np.float32)
-            points = self.backend.landmarks(crop, local_box)
-            embedding = self.embedder.embed(crop, points)
+            with self.clock("colour"):
+                crop = plate8[y0:y1, x0:x1] if code_values else self._display(pipe, plate[y0:y1, x0:x1], None, where)
+            with self.clock("landmarks"):
+                points = self.backend.landmarks(crop, box - np.array([x0, y0, x0, y0], np.float32))
+            with self.clock("identity"):
+                embedding = self.embedder.embed(crop, points)
             rows.append(FaceRow(source, frame, len(rows), box.astype(np.float32), points + np.array([x0, y0], np.float32),
                                 score=face.score, embedding=embedding))
             if self.opt.max_faces and len(rows) >= self.opt.max_faces:
                 break
-        t3 = time.perf_counter()
-        self._time("colour", t1 - t0)
-        self._time("detect", t2 - t1)
-        self._time("landmarks", t3 - t2)
         return rows
 
     def _upsample(self, source: str, scale: float) -> int:
@@ -214,17 +222,20 @@ class Extractor:
         size, ftype = self.opt.size, self.opt.face_type
         tag = _source_tag(source)
         for f in faces:
-            matrix = align.alignment_matrix(f.landmarks, size, ftype)
-            x0, y0, x1, y1 = align.face_box(matrix, size, (h, w))
-            x0, y0, x1, y1 = max(0, x0 - 4), max(0, y0 - 4), min(w, x1 + 4), min(h, y1 + 4)
-            region = pipe.to_model(plate[y0:y1, x0:x1], where=f"{source} frame {frame}")
-            local = matrix.copy()
-            local[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-            aligned = align.warp_to_aligned(region, local, size)
-            points = align.transform_points(f.landmarks, matrix).astype(np.float32)
-            from vfxswap.masks import hull_mask
-
-            masks = [hull_mask(points, (size, size), kind) for kind in ("components", "extended")]
+            with self.clock("align"):
+                matrix = align.alignment_matrix(f.landmarks, size, ftype)
+                # Encode only the plate region the aligned square covers (plus a filter margin).
+                x0, y0, x1, y1 = align.face_box(matrix, size, (h, w))
+                x0, y0, x1, y1 = max(0, x0 - 4), max(0, y0 - 4), min(w, x1 + 4), min(h, y1 + 4)
+                region = pipe.to_model(plate[y0:y1, x0:x1], where=f"{source} frame {frame}")
+                local = matrix.copy()
+                local[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+                aligned = align.warp_to_aligned(region, local, size)
+                points = align.transform_points(f.landmarks, matrix).astype(np.float32)
+                masks = [hull_mask(points, (size, size), kind) for kind in ("components", "extended")]
+                f.blur = quality.blur(aligned.mean(axis=2), points)
+                f.yaw, f.pitch, f.roll = (float(v) for v in quality.head_pose(f.landmarks, (w, h)))
+                f.face_size = float(track.face_size(f.landmarks))
             pixels = np.concatenate([aligned, masks[0][..., None], masks[1][..., None]], axis=2)
             out = Image.from_array(pixels.astype(np.float32), ("R", "G", "B", "components.Y", "extended.Y"))
             out.set_attribute("vfxswap:source", source)
@@ -234,23 +245,20 @@ class Extractor:
             out.set_attribute("vfxswap:ocioConfig", pipe.choice.name)
             out.set_attribute("vfxswap:matrix", tuple(float(v) for v in matrix.ravel()), "float[6]")
             rel = f"faces/{tag}_{frame:06d}_{f.face_index}.exr"
-            write_image(self.fs.folder / rel, out)
+            with self.clock("write"):
+                write_image(self.fs.folder / rel, out)
             f.matrix, f.aligned_landmarks, f.face_type, f.size, f.image = matrix, points, ftype, size, rel
-            f.blur = quality.blur(aligned.mean(axis=2), points)
-            f.yaw, f.pitch, f.roll = (float(v) for v in quality.head_pose(f.landmarks, (w, h)))
-            f.face_size = float(track.face_size(f.landmarks))
-        self.fs.mark_aligned(source, frame, faces, ALIGNED_COLUMNS)
+        with self.clock("store"):
+            self.fs.mark_aligned(source, frame, faces, ALIGNED_COLUMNS)
 
     # --- orchestration --------------------------------------------------------------------
 
     def run(self, src: str) -> ExtractReport:
-        import time
-
         report = ExtractReport()
         sources = _stills(src)
         still = sources is not None
         if still:
-            jobs = [(s, FrameSource.open(s)) for s in sources]
+            jobs = [(s, FrameSource.still(s)) for s in sources]
         else:
             fsrc = FrameSource.open(src, self.opt.frames, self.opt.start)
             key = str(fsrc.sequence.pattern) if fsrc.sequence is not None else str(Path(src).resolve())
@@ -261,15 +269,14 @@ class Extractor:
             report.frames_skipped += len(fsrc.frames) - len(todo)
             if todo:
                 fsrc.frames = todo
-                for frame, image in progress(fsrc, total=len(todo), desc=f"detect {Path(source).name}"):
+                for frame, image in self._frames(fsrc, f"detect {Path(source).name}"):
                     if isinstance(image, VfxSwapError):
                         report.failed[frame] = str(image)
                         log.error("frame %d: %s", frame, image)
                         continue
-                    t0 = time.perf_counter()
                     rows = self.detect_frame(source, frame, image)
-                    self.fs.record_detections(source, frame, rows)
-                    self._time("store", time.perf_counter() - t0 - sum(0 for _ in ()))
+                    with self.clock("store"):
+                        self.fs.record_detections(source, frame, rows)
                     report.frames_detected += 1
         if still:
             self._group_stills([s for s, _ in jobs])
@@ -282,11 +289,8 @@ class Extractor:
         return report
 
     def _align_source(self, source: str, fsrc: FrameSource, still: bool) -> int:
-        import time
-
-        t0 = time.perf_counter()
-        faces = self.assign_and_smooth(source, still)
-        self._time("track+smooth", time.perf_counter() - t0)
+        with self.clock("track+smooth"):
+            faces = self.assign_and_smooth(source, still)
         stages = self.fs.frame_stage(source)
         stored = {f.id: f for f in self.fs.faces("source = ?", (source,))}
         by_frame: dict[int, list[FaceRow]] = {}
@@ -308,15 +312,14 @@ class Extractor:
             return 0
         fsrc.frames = sorted(redo) if fsrc.sequence is not None or not still else fsrc.frames
         count = 0
-        for frame, image in progress(fsrc, total=len(fsrc.frames), desc=f"align {Path(source).name}"):
+        for frame, image in self._frames(fsrc, f"align {Path(source).name}"):
             if isinstance(image, VfxSwapError):
                 log.error("frame %d: %s", frame, image)
                 continue
-            t1 = time.perf_counter()
             self.align_frame(source, frame, by_frame.get(frame, []), image)
             if self.opt.debug_dir:
-                self._debug(source, frame, image, by_frame.get(frame, []))
-            self._time("align+write", time.perf_counter() - t1)
+                with self.clock("debug"):
+                    self._debug(source, frame, image, by_frame.get(frame, []))
             count += 1
         return count
 
@@ -340,7 +343,7 @@ class Extractor:
         """A display image with boxes, raw (red) and smoothed (green) landmarks and track ids."""
         pipe = self.pipeline(source, image)
         plate = image.on_display_window()
-        view = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8) if _display_source(image) else \
+        view = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8) if pipe.plate_is_display_encoded else \
             pipe.to_display(plate, max_side=None)
         canvas = np.ascontiguousarray(view[..., ::-1])
         for f in faces:

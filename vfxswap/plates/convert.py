@@ -17,7 +17,8 @@ import numpy as np
 
 from vfxswap.color import ColorPipeline, NonFinite, count_nonfinite, guess_plate_space, resolve_config
 from vfxswap.errors import VfxSwapError
-from vfxswap.plates.frames import FramePattern, Sequence, format_frames, is_movie, parse_frames, select_frames
+from vfxswap.plates.frames import (STILL_FRAME, FramePattern, Sequence, format_frames, is_movie, parse_frames,
+                                   select_frames)
 from vfxswap.plates.image import Image, read_image, read_info, write_image
 from vfxswap.progress import progress
 
@@ -51,6 +52,11 @@ class FrameSource:
         seq, wanted = select_frames(spec, frames)
         return cls(spec, wanted, seq, start)
 
+    @classmethod
+    def still(cls, path: str) -> "FrameSource":
+        """One image as a one-frame source, even if its name ends in digits (a folder of stills)."""
+        return cls(path, [STILL_FRAME], Sequence(FramePattern.still(path), [STILL_FRAME]))
+
     def __iter__(self) -> Iterator[tuple[int, Image | VfxSwapError]]:
         """(frame, Image) pairs, or (frame, error) for a frame that cannot be read."""
         if self.sequence is None:
@@ -60,6 +66,7 @@ class FrameSource:
             for frame, pixels in read_video(self.spec, first_frame=self.start, frames=self.frames):
                 image = Image.from_array(pixels, ("R", "G", "B"))
                 image.set_attribute("framesPerSecond", (rate.numerator, rate.denominator), "rational")
+                image.set_attribute("oiio:ColorSpace", VIDEO_SPACE)  # code values, not scene light
                 yield frame, image
             return
         for frame in self.frames:

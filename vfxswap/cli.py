@@ -66,37 +66,38 @@ def cmd_plates_convert(args) -> int:
     print(f"wrote {len(report.written)} frame(s) to {args.dst}")
     if report.nonfinite:
         print(f"sanitised non-finite values in frame(s) {format_frames(report.nonfinite)}")
-    if report.failed:
-        print(f"vfxswap: error: {len(report.failed)} frame(s) failed: {format_frames(report.failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_for(report.failed)
+
+
+def _exit_for(failed: dict) -> int:
+    """Frames that failed were each reported as they happened; end with one summary line."""
+    from vfxswap.plates.frames import format_frames
+
+    if not failed:
+        return 0
+    print(f"vfxswap: error: {len(failed)} frame(s) failed: {format_frames(failed)}", file=sys.stderr)
+    return 1
 
 
 def _extract_options(args):
+    """ExtractOptions from whichever of its fields this subcommand's arguments carry."""
+    import dataclasses
+
     from vfxswap.faces.extract import ExtractOptions
 
-    return ExtractOptions(frames=getattr(args, "frames", None), start=getattr(args, "start", 1001),
-                          backend=args.backend, device=args.device, face_type=getattr(args, "face_type", "whole_face"),
-                          size=getattr(args, "size", 256), max_faces=getattr(args, "max_faces", None),
-                          min_size=getattr(args, "min_size", None), min_score=getattr(args, "min_score", None),
-                          smooth=getattr(args, "smooth", 1.0),
-                          detect_side=getattr(args, "detect_side", 960), plate_space=getattr(args, "plate_space", None),
-                          ocio=getattr(args, "ocio", None), debug_dir=getattr(args, "debug_dir", None))
+    names = {f.name for f in dataclasses.fields(ExtractOptions)}
+    return ExtractOptions(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def cmd_extract(args) -> int:
     from vfxswap.faces.extract import extract
-    from vfxswap.plates.frames import format_frames
 
     report = extract(args.plates, args.out, _extract_options(args))
     print(f"faceset {args.out}: {report.faces} face(s); detected {report.frames_detected} frame(s), "
           f"{report.frames_skipped} already done, aligned {report.frames_aligned}")
-    if report.frames_without_faces:
-        print(f"frames without a face: {format_frames(report.frames_without_faces)}")
-    if report.failed:
-        print(f"vfxswap: error: {len(report.failed)} frame(s) failed: {format_frames(report.failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if report.without_faces:
+        print(f"without a face: {', '.join(report.without_faces)}")
+    return _exit_for(report.failed)
 
 
 def cmd_faceset(args) -> int:

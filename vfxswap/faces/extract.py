@@ -33,6 +33,7 @@ from vfxswap.faces.backends import load_backend
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.masks import hull_mask
 from vfxswap.plates.convert import FrameSource
+from vfxswap.plates.frames import format_frames
 from vfxswap.plates.image import Image, read_image, write_image
 from vfxswap.progress import progress
 
@@ -67,7 +68,7 @@ class ExtractReport:
     frames_skipped: int = 0
     frames_aligned: int = 0
     faces: int = 0
-    frames_without_faces: list[int] = field(default_factory=list)
+    without_faces: list[str] = field(default_factory=list)  # frame numbers, or file names for stills
     failed: dict[int, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -284,7 +285,10 @@ class Extractor:
             report.frames_aligned += self._align_source(source, fsrc, still)
         counts = self.fs.counts()
         report.faces = counts["faces"]
-        report.frames_without_faces = [r[0] for r in self.fs.db.execute("SELECT frame FROM frames WHERE faces = 0")]
+        for source, fsrc in jobs:
+            empty = [r[0] for r in self.fs.db.execute("SELECT frame FROM frames WHERE source = ? AND faces = 0", (source,))]
+            if empty:
+                report.without_faces.append(Path(source).name if still else format_frames(empty))
         report.timings = dict(self.timings)
         return report
 

@@ -19,7 +19,9 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +34,19 @@ from vfxswap.faces import align, quality, track
 from vfxswap.faces.backends import load_backend
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.masks import hull_mask
-from vfxswap.plates.convert import FrameSource
+from vfxswap.plates.convert import VIDEO_SPACE, FrameSource, read_ahead
 from vfxswap.plates.frames import format_frames
-from vfxswap.plates.image import Image, read_image, write_image
+from vfxswap.plates.image import Image, read_image, read_info, write_image
 from vfxswap.progress import progress
 
 log = logging.getLogger("vfxswap")
 STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"}
 HOG_MIN_FACE = 80  # dlib HOG finds faces of about this many pixels at upsample 0
 LANDMARK_MARGIN = 0.35  # display crop around a box for landmarks, as a fraction of its size
+LANDMARK_SIDE = 256  # faces wider than this are reduced to it for landmarks and identity
+IDENTITY_EVERY = 8  # frames: a continuing face is re-embedded at least this often
+CACHE_MARGIN = 0.12  # plate region kept per face for pass 2, beyond its raw aligned square
+CACHE_BYTES = 1_500_000_000  # at most this much plate kept in memory between the passes
 SMOOTH_EPS = 0.05  # plate pixels: smoothed landmarks that moved less keep their aligned crop
 
 
@@ -99,7 +105,11 @@ class Extractor:
         self._embedder = None
         self._pipes: dict[str, ColorPipeline] = {}
         self._told: set[str] = set()
+        self._previous: dict[str, dict[int, FaceRow]] = {}
+        self._regions: dict[tuple, tuple] = {}
+        self._cached_bytes = 0
         self.timings: dict[str, float] = {}
+        self._clock_lock = threading.Lock()
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -113,16 +123,21 @@ class Extractor:
 
     @contextlib.contextmanager
     def clock(self, key: str):
-        """Add the time spent in the block to `timings[key]` (seconds, summed over frames)."""
+        """Add the time spent in the block to `timings[key]` (seconds, summed over frames; the
+        read-ahead thread's `colour` runs beside the main thread's work, so stages can sum to
+        more than the wall time)."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+            with self._clock_lock:
+                self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
-    def _frames(self, fsrc: FrameSource, desc: str):
-        """The source's frames, with the time spent reading them clocked as `decode`."""
-        it = iter(progress(fsrc, total=len(fsrc.frames), desc=desc))
+    def _frames(self, fsrc: FrameSource, desc: str, prepare=None):
+        """The source's frames, read ahead on another thread (which also runs `prepare` on each,
+        if given); `decode` clocks only the time spent waiting for them."""
+        items = fsrc if prepare is None else (prepare(frame, image) for frame, image in fsrc)
+        it = iter(progress(read_ahead(items), total=len(fsrc.frames), desc=desc))
         while True:
             with self.clock("decode"):
                 item = next(it, None)
@@ -138,45 +153,110 @@ class Extractor:
             self.fs.db.commit()
         return self._pipes[source]
 
-    def _display(self, pipe: ColorPipeline, pixels: np.ndarray, max_side: int | None, where: str) -> np.ndarray:
-        if pixels.dtype == np.uint8:
-            return pixels[..., :3]
-        return pipe.to_display(pixels, max_side=max_side, where=where)
-
     # --- pass 1: detection --------------------------------------------------------------
 
-    def detect_frame(self, source: str, frame: int, image: Image) -> list[FaceRow]:
-        pipe = self.pipeline(source, image)
+    def source_pipeline(self, source: str, fsrc: FrameSource) -> ColorPipeline:
+        """The source's pipeline from a frame header (so the read-ahead thread can use it)."""
+        if fsrc.sequence is None:
+            header = Image.from_array(np.zeros((1, 1, 3), np.float32))
+            header.set_attribute("oiio:ColorSpace", VIDEO_SPACE)
+            return self.pipeline(source, header)
+        for frame in fsrc.frames[:8]:
+            try:
+                return self.pipeline(source, read_info(fsrc.sequence.path(frame)))
+            except VfxSwapError:
+                continue  # a corrupt frame: its own error is reported when it is read
+        raise VfxSwapError(f"{source}: none of the first frames can be read")
+
+    def prepare(self, source: str, frame: int, image: Image):
+        """Work done on the read-ahead thread: the plate on its display window, 8-bit when it
+        is display-encoded, and the detector's working view (`colour`)."""
+        if isinstance(image, VfxSwapError):
+            return frame, image, None, None
+        pipe = self._pipes[source]
         plate = image.on_display_window()
+        if pipe.plate_is_display_encoded:  # stills, video: detect on them as they are
+            plate = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
         h, w = plate.shape[:2]
-        code_values = pipe.plate_is_display_encoded  # stills, video: detect on them as they are
-        if code_values:
-            plate8 = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-        where = f"{source} frame {frame}"
         with self.clock("colour"):
-            view = (cv2.resize(plate8, _size(w, h, self.opt.detect_side), interpolation=cv2.INTER_AREA)
-                    if code_values else self._display(pipe, plate, self.opt.detect_side, where))
+            view = self._view(pipe, plate, _size(w, h, self.opt.detect_side), f"{source} frame {frame}")
+        return frame, image, plate, view
+
+    def detect_frame(self, source: str, frame: int, image: Image, plate=None, view=None) -> list[FaceRow]:
+        pipe = self.pipeline(source, image)
+        if view is None:
+            _, _, plate, view = self.prepare(source, frame, image)
+        h, w = plate.shape[:2]
+        where = f"{source} frame {frame}"
         scale = view.shape[1] / w
         with self.clock("detect"):
             found = self.backend.detect(view, self._upsample(source, scale))
         rows: list[FaceRow] = []
         min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
+        previous = self._previous.get(source, {})
         for face in found:
             box = face.box / scale
             if box[2] - box[0] < (self.opt.min_size or 0) or face.score < min_score:
                 continue
+            # Landmarks on a display crop around the face, reduced to LANDMARK_SIDE when larger.
             x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
+            r = min(1.0, LANDMARK_SIDE / max(1.0, float(box[2] - box[0])))
             with self.clock("colour"):
-                crop = plate8[y0:y1, x0:x1] if code_values else self._display(pipe, plate[y0:y1, x0:x1], None, where)
+                size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))
+                crop = self._view(pipe, plate[y0:y1, x0:x1], size, where)
+            r = crop.shape[1] / (x1 - x0)
+            origin = np.array([x0, y0], np.float32)
             with self.clock("landmarks"):
-                points = self.backend.landmarks(crop, box - np.array([x0, y0, x0, y0], np.float32))
+                local = self.backend.landmarks(crop, (box - np.tile(origin, 2)) * r)
+            row = FaceRow(source, frame, len(rows), box.astype(np.float32), local / r + origin, score=face.score)
             with self.clock("identity"):
-                embedding = self.embedder.embed(crop, points)
-            rows.append(FaceRow(source, frame, len(rows), box.astype(np.float32), points + np.array([x0, y0], np.float32),
-                                score=face.score, embedding=embedding))
+                self._identify(row, crop, local, previous)
+            self._cache_region(row, image)
+            rows.append(row)
             if self.opt.max_faces and len(rows) >= self.opt.max_faces:
                 break
+        self._previous[source] = {r.face_index: r for r in rows}
         return rows
+
+    def _view(self, pipe: ColorPipeline, pixels: np.ndarray, size: tuple[int, int], where: str) -> np.ndarray:
+        """An 8-bit display image of `pixels` at `size`: code values are only resized."""
+        if pixels.dtype == np.uint8:
+            if (pixels.shape[1], pixels.shape[0]) == size:
+                return pixels
+            return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        return pipe.to_display(pixels, max_side=max(size), where=where)
+
+    def _identify(self, row: FaceRow, crop: np.ndarray, local: np.ndarray, previous: dict) -> None:
+        """Embed the face unless it clearly continues a face embedded within IDENTITY_EVERY frames.
+
+        dlib's recognition network is the slowest step (~90 ms a face here); identity does not
+        change frame to frame, so continuing faces reuse it and pass 2 fills them from their track.
+        """
+        match = [p for p in previous.values() if track.box_iou(row.box[None], p.box[None])[0, 0] >= 0.5]
+        if len(match) == 1 and row.frame - match[0].extra.get("embedded_at", -10**9) < IDENTITY_EVERY:
+            row.embedding, row.embedded = None, 0
+            row.extra["embedded_at"] = match[0].extra["embedded_at"]
+            return
+        row.embedding, row.embedded = self.embedder.embed(crop, local), 1
+        row.extra["embedded_at"] = row.frame
+
+    def _cache_region(self, row: FaceRow, image: Image) -> None:
+        """Keep the plate region pass 2 will cut the face from, so it need not read the frame again.
+
+        The region is the aligned square of the raw landmarks plus CACHE_MARGIN; smoothing moves
+        landmarks far less than that. Bounded by CACHE_BYTES; beyond it pass 2 reads the plate.
+        """
+        plate = image.on_display_window()
+        h, w = plate.shape[:2]
+        matrix = align.alignment_matrix(row.landmarks_raw, self.opt.size, self.opt.face_type)
+        x0, y0, x1, y1 = align.face_box(matrix, self.opt.size, (h, w))
+        mx, my = int((x1 - x0) * CACHE_MARGIN) + 4, int((y1 - y0) * CACHE_MARGIN) + 4
+        x0, y0, x1, y1 = max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+        region = np.array(plate[y0:y1, x0:x1, :3], np.float32)
+        if self._cached_bytes + region.nbytes > CACHE_BYTES:
+            return
+        self._cached_bytes += region.nbytes
+        self._regions[(row.source, row.frame, row.face_index)] = ((x0, y0, x1, y1), (h, w), region)
 
     def _upsample(self, source: str, scale: float) -> int:
         """HOG finds faces of ~80 px and up in the working image, i.e. 80/scale plate pixels.
@@ -208,6 +288,10 @@ class Extractor:
             f.track_id = int(tid)
         for tid in sorted(set(ids)):
             members = [f for f in faces if f.track_id == tid]
+            measured = [f.embedding for f in members if f.embedded]
+            for f in members:  # faces that reused an identity take their track's mean one
+                if not f.embedded and measured:
+                    f.embedding = np.mean(measured, axis=0).astype(np.float32)
             frames = np.array([f.frame for f in members])
             raw = np.stack([f.landmarks_raw for f in members])
             smoothed = track.smooth_track(frames, raw, self.opt.smooth)
@@ -215,20 +299,37 @@ class Extractor:
                 f.landmarks = pts.astype(np.float32)
         return faces
 
-    def align_frame(self, source: str, frame: int, faces: list[FaceRow], image: Image) -> None:
-        """Cut every face of one frame from the plate in the model encoding and store it."""
-        pipe = self.pipeline(source, image)
-        plate = image.on_display_window()
-        h, w = plate.shape[:2]
+    def align_frame(self, source: str, frame: int, faces: list[FaceRow], image: Image | None) -> bool:
+        """Cut every face of one frame from the plate in the model encoding and write its EXR
+        (thread-safe: no database work here; `store_aligned` records the frame afterwards).
+
+        Without `image`, the plate regions kept from pass 1 are used; returns False (writing
+        nothing) when one is missing or too small, so the caller reads the frame instead.
+        """
         size, ftype = self.opt.size, self.opt.face_type
         tag = _source_tag(source)
+        cuts = []
         for f in faces:
+            matrix = align.alignment_matrix(f.landmarks, size, ftype)
+            if image is not None:
+                plate = image.on_display_window()
+                (h, w), origin, region = plate.shape[:2], (0, 0), plate
+            elif (source, frame, f.face_index) in self._regions:
+                (rx0, ry0, rx1, ry1), (h, w), region = self._regions[(source, frame, f.face_index)]
+                origin = (rx0, ry0)
+            else:
+                return False
+            # Encode only the plate region the aligned square covers (plus a filter margin).
+            x0, y0, x1, y1 = align.face_box(matrix, size, (h, w))
+            x0, y0, x1, y1 = max(0, x0 - 4), max(0, y0 - 4), min(w, x1 + 4), min(h, y1 + 4)
+            ox, oy = origin
+            if x0 < ox or y0 < oy or x1 > ox + region.shape[1] or y1 > oy + region.shape[0]:
+                return False  # smoothing moved the face beyond the kept region
+            cuts.append((f, matrix, region[y0 - oy:y1 - oy, x0 - ox:x1 - ox], (x0, y0), (w, h)))
+        pipe = self._pipes.get(source) if image is None else self.pipeline(source, image)
+        for f, matrix, region, (x0, y0), (w, h) in cuts:
             with self.clock("align"):
-                matrix = align.alignment_matrix(f.landmarks, size, ftype)
-                # Encode only the plate region the aligned square covers (plus a filter margin).
-                x0, y0, x1, y1 = align.face_box(matrix, size, (h, w))
-                x0, y0, x1, y1 = max(0, x0 - 4), max(0, y0 - 4), min(w, x1 + 4), min(h, y1 + 4)
-                region = pipe.to_model(plate[y0:y1, x0:x1], where=f"{source} frame {frame}")
+                region = pipe.to_model(region, where=f"{source} frame {frame}")
                 local = matrix.copy()
                 local[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
                 aligned = align.warp_to_aligned(region, local, size)
@@ -249,8 +350,13 @@ class Extractor:
             with self.clock("write"):
                 write_image(self.fs.folder / rel, out)
             f.matrix, f.aligned_landmarks, f.face_type, f.size, f.image = matrix, points, ftype, size, rel
+        return True
+
+    def store_aligned(self, source: str, frame: int, faces: list[FaceRow]) -> None:
         with self.clock("store"):
             self.fs.mark_aligned(source, frame, faces, ALIGNED_COLUMNS)
+        for f in faces:
+            self._regions.pop((source, frame, f.face_index), None)
 
     # --- orchestration --------------------------------------------------------------------
 
@@ -270,12 +376,14 @@ class Extractor:
             report.frames_skipped += len(fsrc.frames) - len(todo)
             if todo:
                 fsrc.frames = todo
-                for frame, image in self._frames(fsrc, f"detect {Path(source).name}"):
+                self.source_pipeline(source, fsrc)
+                prepare = lambda frame, image, source=source: self.prepare(source, frame, image)
+                for frame, image, plate, view in self._frames(fsrc, f"detect {Path(source).name}", prepare):
                     if isinstance(image, VfxSwapError):
                         report.failed[frame] = str(image)
                         log.error("frame %d: %s", frame, image)
                         continue
-                    rows = self.detect_frame(source, frame, image)
+                    rows = self.detect_frame(source, frame, image, plate, view)
                     with self.clock("store"):
                         self.fs.record_detections(source, frame, rows)
                     report.frames_detected += 1
@@ -308,23 +416,36 @@ class Extractor:
             if stages.get(frame) != "aligned" or moved or any(o.image is None for o in old):
                 redo.append(frame)
         # Tracks and smoothed landmarks of frames that keep their crops still get saved.
-        self.fs.update_faces(faces, ["track_id", "landmarks"])
+        self.fs.update_faces(faces, ["track_id", "landmarks", "embedding"])
         for frame, in self.fs.db.execute("SELECT frame FROM frames WHERE source = ? AND faces = 0 AND stage != 'aligned'",
                                          (source,)).fetchall():
             self.fs.mark_aligned(source, frame, [], ALIGNED_COLUMNS)
         if not redo:
             return 0
-        fsrc.frames = sorted(redo) if fsrc.sequence is not None or not still else fsrc.frames
-        count = 0
-        for frame, image in self._frames(fsrc, f"align {Path(source).name}"):
-            if isinstance(image, VfxSwapError):
-                log.error("frame %d: %s", frame, image)
-                continue
-            self.align_frame(source, frame, by_frame.get(frame, []), image)
-            if self.opt.debug_dir:
-                with self.clock("debug"):
-                    self._debug(source, frame, image, by_frame.get(frame, []))
-            count += 1
+        # Frames whose plate regions were kept from pass 1 need no second read: cut them on all
+        # cores (OpenCV, numba and OpenImageIO release the GIL), record them here in order.
+        unread, count = (sorted(redo), 0) if self.opt.debug_dir else ([], 0)
+        if not self.opt.debug_dir:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                cuts = [(f, pool.submit(self.align_frame, source, f, by_frame[f], None)) for f in sorted(redo)]
+                for frame, done in cuts:
+                    if done.result():
+                        self.store_aligned(source, frame, by_frame[frame])
+                        count += 1
+                    else:
+                        unread.append(frame)
+        if unread:
+            fsrc.frames = unread
+            for frame, image in self._frames(fsrc, f"align {Path(source).name}"):
+                if isinstance(image, VfxSwapError):
+                    log.error("frame %d: %s", frame, image)
+                    continue
+                self.align_frame(source, frame, by_frame.get(frame, []), image)
+                self.store_aligned(source, frame, by_frame.get(frame, []))
+                if self.opt.debug_dir:
+                    with self.clock("debug"):
+                        self._debug(source, frame, image, by_frame.get(frame, []))
+                count += 1
         return count
 
     def _group_stills(self, sources: list[str]) -> None:

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS faces (
     face_type TEXT, size INTEGER,
     image TEXT,                   -- path of the aligned EXR, relative to the faceset folder
     embedding BLOB,               -- float32 (128,) dlib face descriptor
+    embedded INTEGER NOT NULL DEFAULT 1,  -- 0: not measured on this face, its track's mean
     blur REAL, yaw REAL, pitch REAL, roll REAL,
     face_size REAL,               -- plate pixels (see faces.track.face_size)
     excluded INTEGER NOT NULL DEFAULT 0,
@@ -91,6 +92,7 @@ class FaceRow:
     size: int | None = None
     image: str | None = None
     embedding: np.ndarray | None = None
+    embedded: int = 1
     blur: float | None = None
     yaw: float | None = None
     pitch: float | None = None

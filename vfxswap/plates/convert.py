@@ -8,7 +8,9 @@ every file is written atomically, so what is on disk is always whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -74,6 +76,51 @@ class FrameSource:
                 yield frame, read_image(self.sequence.path(frame))
             except VfxSwapError as exc:
                 yield frame, exc
+
+
+def read_ahead(items: Iterable, depth: int = 2) -> Iterator:
+    """Yield `items` as a background thread produces them, up to `depth` ahead.
+
+    Reading the next frame (OpenImageIO and ffmpeg release the GIL) then overlaps the work on
+    this one: on a 2-core machine that hides most of the decode. Errors re-raise here; closing
+    the generator stops the reader.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((end, exc))
+            return
+        put((end, None))
+
+    worker = threading.Thread(target=produce, name="vfxswap-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is end:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 @dataclass

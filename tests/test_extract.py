@@ -177,3 +177,23 @@ def test_fan_without_weights_says_so_quickly(tmp_path):
     auto = _cli("extract", still, "--out", tmp_path / "fs2", "--backend", "auto", env=env)
     assert auto.returncode == 0 and "face backend: dlib" in auto.stderr
     assert time.time() - t0 < 120  # no hanging download attempt
+
+
+def test_a_face_entering_between_full_detections_is_found_from_its_first_frame(tmp_path):
+    """Full detection runs every 4th frame; a face that appears at 1006 is first seen by the
+    full pass at 1009 and must be looked for back to 1006 (and not before)."""
+    face = skimage.data.astronaut()[40:240, 130:320].astype(np.float32) / 255.0  # her head, 200x190
+    for f in range(1001, 1013):
+        canvas = np.full((300, 640, 3), 0.35, np.float32)
+        canvas[50:250, 20 + (f - 1001):210 + (f - 1001)] = face  # A, drifting right
+        if f >= 1006:
+            canvas[60:260, 420:610] = face  # B enters at 1006
+        write_image(tmp_path / f"plate.{f}.png", Image.from_array(canvas))
+    report = extract(str(tmp_path / "plate.####.png"), str(tmp_path / "fs"),
+                     ExtractOptions(backend="dlib", size=64, detect_every=4))
+    assert not report.failed
+    with Faceset(tmp_path / "fs") as fs:
+        per_frame = dict(fs.db.execute("SELECT frame, COUNT(*) FROM faces GROUP BY frame"))
+        tracks = {f.track_id for f in fs.faces()}
+    assert per_frame == {f: (2 if f >= 1006 else 1) for f in range(1001, 1013)}
+    assert len(tracks) == 2

@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, help="detector confidence to keep a face (dlib HOG 0, dlib-cnn 0.3, fan 0.5)")
     p.add_argument("--smooth", type=float, default=1.0, help="temporal smoothing strength (0 = off, 1 = default)")
     p.add_argument("--detect-side", type=int, default=960, help="longest side of the detector's working image")
+    p.add_argument("--detect-every", type=int, default=4,
+                   help="full-frame detection at least every N frames; between them faces are searched near "
+                        "where they were, and faces that enter are looked for back to where they appear (1: every frame)")
     p.add_argument("--plate-space", help="plate colour space (default: from the header, else scene_linear)")
     p.add_argument("--ocio", help="OCIO config (path or ocio:// URI)")
     p.add_argument("--debug-dir", help="write frames with boxes and landmarks drawn here")

@@ -49,6 +49,17 @@ def _jit():
     return _jit
 
 
+def use_threads(count: int | None) -> int:
+    """Set how many threads the kernels use when called from *this* thread (numba's setting is
+    per thread); returns the previous count. Work that already runs one frame per core (the
+    extractor's reader and cutter threads) sets 1, so kernels do not fight over the cores."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(count or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)))
+    return before
+
+
 def _prepare(src: np.ndarray) -> np.ndarray:
     if src.ndim != 3 or src.shape[2] < 3:
         raise ValueError(f"expected (H, W, >=3) pixels, got {src.shape}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vfxswap.color import ENCODING_NAME, ColorPipeline, resolve_config
+from vfxswap.color import ENCODING_NAME, ColorPipeline, kernels, resolve_config
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align, quality, track
 from vfxswap.faces.backends import load_backend
@@ -45,6 +45,8 @@ HOG_MIN_FACE = 80  # dlib HOG finds faces of about this many pixels at upsample 
 LANDMARK_MARGIN = 0.35  # display crop around a box for landmarks, as a fraction of its size
 LANDMARK_SIDE = 256  # faces wider than this are reduced to it for landmarks and identity
 IDENTITY_EVERY = 8  # frames: a continuing face is re-embedded at least this often
+ROI_MARGIN = 0.5  # search window around last frame's face, as a fraction of its size
+ROI_FACE = 110  # the face is reduced to about this many pixels for the window search
 CACHE_MARGIN = 0.12  # plate region kept per face for pass 2, beyond its raw aligned square
 CACHE_BYTES = 1_500_000_000  # at most this much plate kept in memory between the passes
 SMOOTH_EPS = 0.05  # plate pixels: smoothed landmarks that moved less keep their aligned crop
@@ -63,6 +65,7 @@ class ExtractOptions:
     min_score: float | None = None  # detector confidence to keep a face (default: the backend's)
     smooth: float = 1.0
     detect_side: int = 960  # longest side of the detector's working image
+    detect_every: int = 4  # full-frame detection at least every N frames (1: every frame)
     plate_space: str | None = None
     ocio: str | None = None
     debug_dir: str | None = None
@@ -106,6 +109,8 @@ class Extractor:
         self._pipes: dict[str, ColorPipeline] = {}
         self._told: set[str] = set()
         self._previous: dict[str, dict[int, FaceRow]] = {}
+        self._since_full: dict[str, int] = {}  # frames since the last full detection, per source
+        self._newcomers: dict[str, list[tuple[int, np.ndarray, int]]] = {}
         self._regions: dict[tuple, tuple] = {}
         self._cached_bytes = 0
         self.timings: dict[str, float] = {}
@@ -170,61 +175,143 @@ class Extractor:
 
     def prepare(self, source: str, frame: int, image: Image):
         """Work done on the read-ahead thread: the plate on its display window, 8-bit when it
-        is display-encoded, and the detector's working view (`colour`)."""
+        is display-encoded (detectors then take its code values as they are)."""
         if isinstance(image, VfxSwapError):
-            return frame, image, None, None
-        pipe = self._pipes[source]
+            return frame, image, None
         plate = image.on_display_window()
-        if pipe.plate_is_display_encoded:  # stills, video: detect on them as they are
+        if self._pipes[source].plate_is_display_encoded:
             plate = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-        h, w = plate.shape[:2]
-        with self.clock("colour"):
-            view = self._view(pipe, plate, _size(w, h, self.opt.detect_side), f"{source} frame {frame}")
-        return frame, image, plate, view
+        return frame, image, plate
 
-    def detect_frame(self, source: str, frame: int, image: Image, plate=None, view=None) -> list[FaceRow]:
+    def detect_frame(self, source: str, frame: int, image: Image, plate=None) -> list[FaceRow]:
         pipe = self.pipeline(source, image)
-        if view is None:
-            _, _, plate, view = self.prepare(source, frame, image)
-        h, w = plate.shape[:2]
-        where = f"{source} frame {frame}"
-        scale = view.shape[1] / w
-        with self.clock("detect"):
-            found = self.backend.detect(view, self._upsample(source, scale))
-        rows: list[FaceRow] = []
+        if plate is None:
+            _, _, plate = self.prepare(source, frame, image)
         min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
         previous = self._previous.get(source, {})
+        found, full = self._find(source, pipe, plate, previous, min_score, f"{source} frame {frame}")
+        rows: list[FaceRow] = []
         for face in found:
-            box = face.box / scale
+            box = face.box
             if box[2] - box[0] < (self.opt.min_size or 0) or face.score < min_score:
                 continue
-            # Landmarks on a display crop around the face, reduced to LANDMARK_SIDE when larger.
-            x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
-            r = min(1.0, LANDMARK_SIDE / max(1.0, float(box[2] - box[0])))
-            with self.clock("colour"):
-                size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))
-                crop = self._view(pipe, plate[y0:y1, x0:x1], size, where)
-            r = crop.shape[1] / (x1 - x0)
-            origin = np.array([x0, y0], np.float32)
-            with self.clock("landmarks"):
-                local = self.backend.landmarks(crop, (box - np.tile(origin, 2)) * r)
-            row = FaceRow(source, frame, len(rows), box.astype(np.float32), local / r + origin, score=face.score)
-            with self.clock("identity"):
-                self._identify(row, crop, local, previous)
-            self._cache_region(row, image)
-            rows.append(row)
+            rows.append(self._measure(pipe, image, plate, FaceRow(source, frame, len(rows), box.astype(np.float32),
+                                                                  np.zeros((68, 2), np.float32), score=face.score),
+                                      previous))
             if self.opt.max_faces and len(rows) >= self.opt.max_faces:
                 break
         self._previous[source] = {r.face_index: r for r in rows}
+        since = self._since_full.get(source, 0)
+        if full and since > 0:
+            # Faces that a full detection finds with no face there the frame before may have
+            # been in the frames searched by region only: `look_back` searches those for them.
+            for r in rows:
+                if not any(track.box_iou(r.box[None], p.box[None])[0, 0] > 0.1 for p in previous.values()):
+                    self._newcomers.setdefault(source, []).append((frame, r.box.copy(), since))
+        self._since_full[source] = 0 if full else self._since_full.get(source, 0) + 1
         return rows
+
+    def _measure(self, pipe: ColorPipeline, image: Image, plate: np.ndarray, row: FaceRow, previous: dict) -> FaceRow:
+        """Landmarks (on a display crop around the face, reduced to LANDMARK_SIDE when larger),
+        identity, and the plate region pass 2 needs, for one detected face."""
+        h, w = plate.shape[:2]
+        box = row.box
+        x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
+        r = min(1.0, LANDMARK_SIDE / max(1.0, float(box[2] - box[0])))
+        with self.clock("colour"):
+            size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))
+            crop = self._view(pipe, plate[y0:y1, x0:x1], size, f"{row.source} frame {row.frame}")
+        r = crop.shape[1] / (x1 - x0)
+        origin = np.array([x0, y0], np.float32)
+        with self.clock("landmarks"):
+            local = self.backend.landmarks(crop, (box - np.tile(origin, 2)) * r)
+        row.landmarks_raw = (local / r + origin).astype(np.float32)
+        with self.clock("identity"):
+            self._identify(row, crop, local, previous)
+        self._cache_region(row, image)
+        return row
+
+    def look_back(self, source: str, fsrc: FrameSource) -> int:
+        """Search the frames before each newcomer (found by a full detection after frames searched
+        by region only) for that face, walking back while it is found. Returns faces added."""
+        added = 0
+        order = list(fsrc.frames)
+        for frame, box, since in self._newcomers.pop(source, []):
+            at = order.index(frame) if frame in order else 0
+            for g in reversed(order[max(0, at - since):at]):
+                _, image = next(iter(FrameSource(fsrc.spec, [g], fsrc.sequence, fsrc.start, fsrc.fps)))
+                if isinstance(image, VfxSwapError):
+                    break
+                _, image, plate = self.prepare(source, g, image)
+                min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
+                hit = self._search_near(self._pipes[source], plate, box, min_score, f"{source} frame {g}")
+                if hit is None:
+                    break
+                box = hit.box
+                existing = self.fs.faces("source = ? AND frame = ?", (source, g))
+                if any(track.box_iou(box[None], e.box[None])[0, 0] > 0.3 for e in existing):
+                    break  # already there
+                row = FaceRow(source, g, len(existing), box.astype(np.float32), np.zeros((68, 2), np.float32),
+                              score=hit.score)
+                self._measure(self._pipes[source], image, plate, row, {})
+                self.fs.record_detections(source, g, existing + [row])
+                added += 1
+        return added
+
+    def _find(self, source: str, pipe: ColorPipeline, plate: np.ndarray, previous: dict, min_score: float,
+              where: str):
+        """Faces (boxes in plate pixels): near last frame's faces when they are all found again
+        there (a small, fast search), else a full detection on the working view, which also runs
+        every `detect_every` frames to catch faces that enter. Returns (faces, full)."""
+        since = self._since_full.get(source)
+        if previous and since is not None and since + 1 < self.opt.detect_every:
+            found = []
+            for p in previous.values():
+                hit = self._search_near(pipe, plate, p.box, min_score, where)
+                if hit is None:
+                    break
+                found.append(hit)
+            else:
+                return found, False
+        h, w = plate.shape[:2]
+        with self.clock("colour"):
+            view = self._view(pipe, plate, _size(w, h, self.opt.detect_side), where)
+        scale = view.shape[1] / w
+        with self.clock("detect"):
+            faces = self.backend.detect(view, self._upsample(source, scale))
+        for f in faces:
+            f.box = f.box / scale
+        return faces, True
+
+    def _search_near(self, pipe: ColorPipeline, plate: np.ndarray, box: np.ndarray, min_score: float, where: str):
+        """The best face in a window around `box` (plate pixels), shown to the detector with the
+        face at about ROI_FACE pixels (HOG's comfortable size): a few ms, not a full pass."""
+        h, w = plate.shape[:2]
+        x0, y0, x1, y1 = _clip_box(box, w, h, ROI_MARGIN)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        r = ROI_FACE / max(1.0, float(box[2] - box[0]))
+        with self.clock("colour"):
+            roi = self._view(pipe, plate[y0:y1, x0:x1], (max(8, round((x1 - x0) * r)), max(8, round((y1 - y0) * r))),
+                             where)
+        with self.clock("detect"):
+            hits = [f for f in self.backend.detect(roi, 0) if f.score >= min_score]
+        if not hits:
+            return None
+        best = max(hits, key=lambda f: f.score)
+        best.box = best.box * ((x1 - x0) / roi.shape[1]) + np.array([x0, y0, x0, y0], np.float32)
+        return best
 
     def _view(self, pipe: ColorPipeline, pixels: np.ndarray, size: tuple[int, int], where: str) -> np.ndarray:
         """An 8-bit display image of `pixels` at `size`: code values are only resized."""
-        if pixels.dtype == np.uint8:
-            if (pixels.shape[1], pixels.shape[0]) == size:
-                return pixels
-            return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        return pipe.to_display(pixels, max_side=max(size), where=where)
+        if pixels.dtype != np.uint8:
+            if size[0] <= pixels.shape[1]:
+                return pipe.to_display(pixels, max_side=max(size), where=where)
+            pixels = pipe.to_display(pixels, where=where)  # enlarge after the view, not before
+        if (pixels.shape[1], pixels.shape[0]) == size:
+            return pixels
+        grow = size[0] > pixels.shape[1]
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
 
     def _identify(self, row: FaceRow, crop: np.ndarray, local: np.ndarray, previous: dict) -> None:
         """Embed the face unless it clearly continues a face embedded within IDENTITY_EVERY frames.
@@ -306,6 +393,7 @@ class Extractor:
         Without `image`, the plate regions kept from pass 1 are used; returns False (writing
         nothing) when one is missing or too small, so the caller reads the frame instead.
         """
+        kernels.use_threads(1)  # one frame per worker thread already fills the cores
         size, ftype = self.opt.size, self.opt.face_type
         tag = _source_tag(source)
         cuts = []
@@ -361,6 +449,13 @@ class Extractor:
     # --- orchestration --------------------------------------------------------------------
 
     def run(self, src: str) -> ExtractReport:
+        threads = kernels.use_threads(1)  # the extractor runs its own threads: reader, cutters
+        try:
+            return self._run(src)
+        finally:
+            kernels.use_threads(threads)
+
+    def _run(self, src: str) -> ExtractReport:
         report = ExtractReport()
         sources = _stills(src)
         still = sources is not None
@@ -378,15 +473,16 @@ class Extractor:
                 fsrc.frames = todo
                 self.source_pipeline(source, fsrc)
                 prepare = lambda frame, image, source=source: self.prepare(source, frame, image)
-                for frame, image, plate, view in self._frames(fsrc, f"detect {Path(source).name}", prepare):
+                for frame, image, plate in self._frames(fsrc, f"detect {Path(source).name}", prepare):
                     if isinstance(image, VfxSwapError):
                         report.failed[frame] = str(image)
                         log.error("frame %d: %s", frame, image)
                         continue
-                    rows = self.detect_frame(source, frame, image, plate, view)
+                    rows = self.detect_frame(source, frame, image, plate)
                     with self.clock("store"):
                         self.fs.record_detections(source, frame, rows)
                     report.frames_detected += 1
+                self.look_back(source, fsrc)
         if still:
             self._group_stills([s for s, _ in jobs])
         for source, fsrc in jobs:

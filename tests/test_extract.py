@@ -197,3 +197,13 @@ def test_a_face_entering_between_full_detections_is_found_from_its_first_frame(t
         tracks = {f.track_id for f in fs.faces()}
     assert per_frame == {f: (2 if f >= 1006 else 1) for f in range(1001, 1013)}
     assert len(tracks) == 2
+
+
+def test_models_fetch_offline_fails_fast_with_a_clear_line(tmp_path):
+    t0 = time.time()
+    out = _cli("models", "fetch", "--dir", tmp_path / "weights")
+    if out.returncode == 0:
+        pytest.skip("this machine reached the internet; nothing to check offline")
+    assert out.returncode == 1 and "cannot download" in out.stderr and "Traceback" not in out.stderr
+    assert not list((tmp_path / "weights").glob("*"))  # nothing half-written
+    assert time.time() - t0 < 90

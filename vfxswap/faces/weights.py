@@ -79,7 +79,8 @@ def backend_status() -> list[BackendStatus]:
     ok = has_fa and not missing
     detail = (f"weights in {files['2dfan4'].parent}" if ok else "face-alignment is not installed" if not has_fa
               else f"weights not cached ({', '.join(FAN_FILES[m] for m in missing)}; looked in "
-                   f"{', '.join(map(str, dirs))}); fetch them where the internet is reachable and copy them to $VFXSWAP_MODELS")
+                   f"{', '.join(map(str, dirs))}); run `vfxswap models fetch` where the internet is reachable, or copy them "
+                   f"into a folder named by $VFXSWAP_MODELS")
     out.append(BackendStatus("fan", ok, detail, files))
     return out
 

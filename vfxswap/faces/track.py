@@ -33,7 +33,7 @@ class Detection:
     """One face found in one frame, in plate pixels.
 
     `box` (4,) is (x0, y0, x1, y1); `landmarks` (68, 2) are (x, y); `embedding` (128,) is the
-    identity vector (dlib: about unit length, same person closer than ~0.6) or None when it
+    identity vector (dlib: length about 1.4, same person closer than 0.6) or None when it
     was not computed. `index` is the face's row in that frame's detections.
     """
 

@@ -49,3 +49,39 @@ def smooth_rgb() -> np.ndarray:
     g = 0.1 + 0.8 * y / 47
     b = 0.5 + 0.4 * np.sin(x / 9.0) * np.cos(y / 7.0)
     return np.ascontiguousarray(np.stack([r, g, b], -1), dtype=np.float32)
+
+
+# --- a synthetic faceset, written through the store API (no shared data needed) -------------
+
+SIZE = 64
+YAWS = [-42.0, -3.0, -1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 12.0, 15.0, 33.0, None]
+
+
+def write_faceset(folder, yaws=YAWS, size=SIZE, face_type="whole_face", seed=7):
+    """A faceset of len(yaws) synthetic faces: textured HDR-ish pixels, jittered template landmarks."""
+    from vfxswap.faces.align import template_points
+    from vfxswap.faceset import Faceset, FaceRow
+    from vfxswap.masks.hull import hull_mask
+    from vfxswap.plates import Image, write_image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    with Faceset(folder, create=True) as fs:
+        fs.check_settings(face_type=face_type, size=size, encoding="acescct-norm")
+        for i, yaw in enumerate(yaws):
+            pts = (template_points(size, face_type) + rng.normal(0, 0.6, (68, 2))).astype(np.float32)
+            f = rng.uniform(3, 9, 3)
+            rgb = np.stack([0.45 + 0.3 * np.sin(f[c] * x + 2 * c) * np.cos(f[(c + 1) % 3] * y) for c in range(3)], -1)
+            rgb += rng.normal(0, 0.05, rgb.shape)  # texture, so warps are visible
+            rgb[size // 3, size // 3] = 1.6  # a highlight above 1 (model encoding is not clipped)
+            masks = [hull_mask(pts, (size, size), k) for k in ("components", "extended")]
+            px = np.concatenate([rgb, masks[0][..., None], masks[1][..., None]], 2).astype(np.float32)
+            rel = f"faces/syn_{i:06d}_0.exr"
+            write_image(fs.folder / rel, Image.from_array(px, ("R", "G", "B", "components.Y", "extended.Y")))
+            row = FaceRow(source="syn", frame=i, face_index=0, box=np.array([0, 0, size, size], np.float32),
+                          landmarks_raw=pts, landmarks=pts, aligned_landmarks=pts, matrix=np.eye(2, 3),
+                          face_type=face_type, size=size, image=rel, yaw=yaw, track_id=0)
+            fs.record_detections("syn", i, [row])
+    return folder
+
+

@@ -131,6 +131,35 @@ def cmd_models_fetch(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from vfxswap.train.trainer import TrainOptions, train
+
+    refs = {"A": args.release_ref_src or args.release_ref, "B": args.release_ref_dst or args.release_ref}
+    options = TrainOptions(src=args.src, dst=args.dst, model_dir=args.model, release_ref=refs,
+                           names={"A": args.name_src, "B": args.name_dst}, preset=args.preset, arch=args.arch,
+                           iters=args.iters, batch=args.batch, lr=args.lr, warmup=args.warmup,
+                           lr_dropout=args.lr_dropout, clip=args.clip, gan_power=args.gan_power,
+                           eyes_mouth_weight=args.eyes_mouth_weight, uniform_yaw=args.uniform_yaw,
+                           flip=not args.no_flip, workers=args.workers, device=args.device,
+                           bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile,
+                           save_every=args.save_every, save_minutes=args.save_minutes, keep_backups=args.keep,
+                           preview_every=args.preview_every, log_every=args.log_every,
+                           tensorboard=args.tensorboard, resume=args.resume, init_from=args.init_from,
+                           init_parts=[p for p in args.parts.split(",") if p],
+                           freeze=[p for p in (args.freeze or "").split(",") if p], seed=args.seed)
+    reached = train(options)
+    print(f"model {args.model}: iteration {reached}")
+    return 0
+
+
+def cmd_model_info(args) -> int:
+    from vfxswap.models.store import format_info, model_info
+
+    data = model_info(args.model)
+    print(json.dumps(data, indent=2, default=str) if args.json else format_info(data))
+    return 0
+
+
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "dlib", "dlib-cnn", "fan"),
                    help="face backend: auto = fan when its weights are cached, else dlib")
@@ -222,6 +251,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.set_defaults(func=cmd_faceset)
     fset.set_defaults(func=lambda args: fset.print_help() or 2)
+
+    p = sub.add_parser("train", help="train a face model on two facesets (A = source identity, B = destination)",
+                       description="Learn identities A (--src, the face to render) and B (--dst, the plate's "
+                                   "performer) in one latent space. Saves atomically, resumes exactly, previews as it goes.")
+    p.add_argument("--src", required=True, help="faceset of identity A, the face to render")
+    p.add_argument("--dst", required=True, help="faceset of identity B, the performer in the plates")
+    p.add_argument("--model", required=True, help="model folder (created, or continued with --resume)")
+    p.add_argument("--release-ref", help="the performers' release reference (consent paperwork id), recorded "
+                                         "verbatim in the model and every rendered file; required for a new model")
+    p.add_argument("--release-ref-src", help="release reference for A when it differs from --release-ref")
+    p.add_argument("--release-ref-dst", help="release reference for B when it differs from --release-ref")
+    p.add_argument("--name-src", help="display name of identity A (default: the faceset folder name)")
+    p.add_argument("--name-dst", help="display name of identity B")
+    p.add_argument("--preset", default="quick", help="quick (96 px, minutes), sae-256, sae-512")
+    p.add_argument("--arch", choices=("df", "liae"), help="override the preset's architecture")
+    p.add_argument("--iters", type=int, default=1000, help="train until this iteration")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--warmup", type=int, default=100, help="iterations of learning-rate warm-up")
+    p.add_argument("--lr-dropout", type=float, default=0.0, help="probability of dropping a weight's update per step")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
+    p.add_argument("--gan-power", type=float, default=0.0, help="weight of the patch-GAN loss (0: off)")
+    p.add_argument("--eyes-mouth-weight", type=float, default=3.0, help="loss weight inside eyes and mouth")
+    p.add_argument("--uniform-yaw", action="store_true", help="sample faces evenly over head yaw")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 autocast (auto: on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--save-every", type=int, default=250, help="save every N iterations")
+    p.add_argument("--save-minutes", type=float, default=10.0, help="and at least every N minutes")
+    p.add_argument("--keep", type=int, default=3, help="backups of earlier saves to keep")
+    p.add_argument("--preview-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the model in --model where it was saved")
+    p.add_argument("--init-from", help="initialise parts from another model folder (transfer)")
+    p.add_argument("--parts", default="encoder,inter", help="parts copied by --init-from")
+    p.add_argument("--freeze", help="parts not trained, e.g. encoder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    model = sub.add_parser("model", help="inspect a model folder")
+    msub2 = model.add_subparsers(dest="model_command", metavar="ACTION")
+    p = msub2.add_parser("info", help="architecture, identities and release references, iteration, losses")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_info)
+    model.set_defaults(func=lambda args: model.print_help() or 2)
 
     models = sub.add_parser("models", help="face backend weights")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")

@@ -3,6 +3,8 @@ identity (`filter --like`). Exclusion is a flag, so nothing is lost until `--del
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from vfxswap.errors import VfxSwapError
@@ -17,9 +19,11 @@ def info(fs: Faceset) -> dict:
     counts = fs.counts()
     yaws = np.array([f.yaw for f in faces if f.yaw is not None])
     hist, _ = np.histogram(np.clip(yaws, -89.9, 89.9), YAW_BINS) if len(yaws) else (np.zeros(len(YAW_BINS) - 1), None)
+    # Stills have one frame per source: their tracks are identities across sources.
+    stills = all(n <= 1 for (n,) in fs.db.execute("SELECT COUNT(*) FROM frames GROUP BY source"))
     tracks: dict[str, int] = {}
     for f in faces:
-        key = f"{f.source} track {f.track_id}"
+        key = f"identity {f.track_id}" if stills else f"{Path(f.source).name} track {f.track_id}"
         tracks[key] = tracks.get(key, 0) + 1
     blur = [f.blur for f in faces if f.blur is not None]
     return {

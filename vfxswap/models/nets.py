@@ -1,0 +1,423 @@
+"""The face autoencoders (DF and LIAE, SAEHD-style) and a patch discriminator for training.
+
+Why two architectures: DF ("direct face") shares one encoder and one bottleneck ("inter") and
+gives each identity its own decoder, so the swap B->A decodes B's code with A's decoder; it keeps
+A's likeness strongly. LIAE shares one decoder and splits the code into two halves: `inter_AB`
+(seen for both identities) and `inter_B` (only for B), and the decoder takes their channel
+concatenation. A swap builds the code A's way (inter_AB twice), which follows B's lighting and
+expression more closely.
+
+Shapes (R = config.resolution, e = e_dims, L = number of down levels, 4, or 5 with variant "t"):
+  encoder  (N, 3, R, R) -> strided 5x5 convs e, 2e, 4e, 8e (, 8e) with LeakyReLU(0.1)
+           -> (N, 8e, R/2^L, R/2^L) -> flatten (N, F)             ["u": pixel-norm of the flat code]
+  inter    (N, F) -> Dense(ae_dims) ["u": pixel-norm] -> Dense(r0 * r0 * ae_dims) -> (N, ae_dims, r0, r0)
+           -> upscale -> (N, ae_dims, 2 r0, 2 r0)       r0 = R / 2^L, halved again with variant "d"
+  decoder  (N, C_in, 2 r0, 2 r0), C_in = ae_dims (DF) or 2 * ae_dims (LIAE)
+           rgb:  per level an upscale (3x3 conv to 4c, LeakyReLU(0.1), pixel_shuffle(2)) then a residual
+                 block, c = 8d, 4d, 2d (8d first with "t"); then a 1x1 conv to 3, or with "d" a 3x3 conv to
+                 12 channels and one more pixel_shuffle(2) (so everything inside runs at R/2), sigmoid.
+           mask: the same upscales with d_mask_dims (no residual blocks; one extra level with "d"),
+                 a 1x1 conv to 1, sigmoid.
+  Outputs are float32 (N, 3, R, R) and (N, 1, R, R) in [0, 1], also under bf16 autocast.
+
+State-dict keys start with the part name ("encoder.", "inter.", "decoder_A.", ...), so the model
+store can copy or freeze parts by prefix. No layer is in-place, every shape is static, and nothing
+in `forward` depends on data, which keeps channels_last, autocast and torch.compile happy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vfxswap.errors import VfxSwapError
+
+ARCHS = ("df", "liae")
+VARIANT_LETTERS = "udt"
+FACE_TYPES = ("full", "whole_face", "head")  # as in vfxswap.faces.align.FACE_TYPES
+_LRELU = 0.1
+_RES_LRELU = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes a model's shape; stored in the model manifest as `to_dict()`."""
+
+    arch: str = "df"  # "df" or "liae"
+    resolution: int = 96  # face crop side in pixels
+    ae_dims: int = 128  # bottleneck width (code channels)
+    e_dims: int = 32  # encoder base channels (doubled per level)
+    d_dims: int = 32  # decoder base channels
+    d_mask_dims: int = 16  # mask-branch base channels
+    variants: str = ""  # letters from "udt", see module docstring
+    face_type: str = "whole_face"
+
+    @property
+    def levels(self) -> int:
+        """Encoder down levels (and decoder up levels): 4, or 5 with variant "t"."""
+        return 5 if "t" in self.variants else 4
+
+    @property
+    def multiple(self) -> int:
+        """The resolution must be a multiple of this: 2^levels, doubled with "d"."""
+        return 2 ** self.levels * (2 if "d" in self.variants else 1)
+
+    @property
+    def code_res(self) -> int:
+        """Side of the dense code grid r0 (inter's reshape), before inter's upscale."""
+        return self.resolution // self.multiple
+
+    @property
+    def internal_res(self) -> int:
+        """Resolution the decoder runs at before its output stage: R, or R/2 with "d"."""
+        return self.resolution // 2 if "d" in self.variants else self.resolution
+
+    def validate(self) -> None:
+        """Raise VfxSwapError (one line naming the option) if any value is unusable."""
+        if self.arch not in ARCHS:
+            raise VfxSwapError(f"model option arch: {self.arch!r} is not one of {', '.join(ARCHS)}")
+        if not isinstance(self.variants, str) or any(c not in VARIANT_LETTERS for c in self.variants) \
+                or len(set(self.variants)) != len(self.variants):
+            raise VfxSwapError(f"model option variants: {self.variants!r} must be distinct letters from "
+                               f"{VARIANT_LETTERS!r} (u: pixel-norm, d: double resolution, t: deeper)")
+        for name in ("resolution", "ae_dims", "e_dims", "d_dims", "d_mask_dims"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise VfxSwapError(f"model option {name}: {value!r} must be a positive integer")
+        if self.resolution % self.multiple:
+            raise VfxSwapError(f"model option resolution: {self.resolution} must be a multiple of {self.multiple} "
+                               f"for variants {self.variants!r} (16, x2 with 'd', x2 with 't')")
+        if self.face_type not in FACE_TYPES:
+            raise VfxSwapError(f"model option face_type: {self.face_type!r} is not one of {', '.join(FACE_TYPES)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys are an error (a manifest from a newer vfxswap)."""
+        if not isinstance(d, dict):
+            raise VfxSwapError(f"model config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise VfxSwapError(f"model config: unknown option(s) {', '.join(unknown)}")
+        config = cls(**d)
+        config.validate()
+        return config
+
+    @property
+    def name(self) -> str:
+        """Short label such as "df-ud 256"."""
+        return f"{self.arch}{'-' + self.variants if self.variants else ''} {self.resolution}"
+
+
+# Presets (params for DF; LIAE in brackets). "quick" (13.4M [11.9M], 2.3 GFLOP/sample) is sized for
+# CPU: forward+backward of a batch of 8 takes ~0.25 s fp32 on 2 Xeon cores; without "d" it is ~0.9 s.
+# "sae-256" 83M [110M], 61 GFLOP. "sae-512" 246M [312M], 419 GFLOP; it adds "t": with "ud" alone the
+# encoder's flat output at 512 px is 32*32*640 wide and inter's first dense layer would hold 335M weights.
+PRESETS: dict[str, ModelConfig] = {
+    "quick": ModelConfig("df", 96, ae_dims=128, e_dims=32, d_dims=32, d_mask_dims=16, variants="ud"),
+    "sae-256": ModelConfig("df", 256, ae_dims=256, e_dims=64, d_dims=64, d_mask_dims=22, variants="ud"),
+    "sae-512": ModelConfig("df", 512, ae_dims=512, e_dims=80, d_dims=80, d_mask_dims=26, variants="udt"),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+
+
+def pixel_norm(x: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) along `dim`: keeps the code's scale fixed (variant "u")."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=dim, keepdim=True) + eps)
+
+
+class Upscale(nn.Module):
+    """(N, C, H, W) -> (N, out, 2H, 2W): 3x3 conv to 4*out, LeakyReLU(0.1), pixel_shuffle(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch * 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(F.leaky_relu(self.conv(x), _LRELU), 2)
+
+
+class ResBlock(nn.Module):
+    """(N, C, H, W) -> same: two 3x3 convs with LeakyReLU(0.2), added to the input."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(F.leaky_relu(self.conv1(x), _RES_LRELU))
+        return F.leaky_relu(x + y, _RES_LRELU)
+
+
+def _encoder_channels(config: ModelConfig) -> list[int]:
+    mult = [1, 2, 4, 8] + ([8] if config.levels == 5 else [])
+    return [config.e_dims * m for m in mult]
+
+
+def _decoder_channels(base: int, config: ModelConfig) -> list[int]:
+    mult = ([8] if config.levels == 5 else []) + [8, 4, 2]
+    return [base * m for m in mult]
+
+
+class Encoder(nn.Module):
+    """(N, 3, R, R) -> (N, F) flat features, F = 8 e_dims * (R / 2^levels)^2."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pixel_norm = "u" in config.variants
+        chans = _encoder_channels(config)
+        self.downs = nn.ModuleList(nn.Conv2d(i, o, 5, stride=2, padding=2) for i, o in zip([3] + chans[:-1], chans))
+        self.out_features = chans[-1] * (config.resolution // 2 ** config.levels) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.downs:
+            x = F.leaky_relu(conv(x), _LRELU)
+        x = torch.flatten(x, 1)
+        return pixel_norm(x) if self.pixel_norm else x
+
+
+class Inter(nn.Module):
+    """(N, F) -> (N, ae_dims, 2 r0, 2 r0): two dense layers, reshape to r0 x r0, one upscale."""
+
+    def __init__(self, config: ModelConfig, in_features: int):
+        super().__init__()
+        self.pixel_norm = "u" in config.variants
+        self.ch, self.res = config.ae_dims, config.code_res
+        self.dense1 = nn.Linear(in_features, config.ae_dims)
+        self.dense2 = nn.Linear(config.ae_dims, self.res * self.res * self.ch)
+        self.up = Upscale(self.ch, self.ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dense1(x)
+        if self.pixel_norm:
+            x = pixel_norm(x)
+        x = self.dense2(x).reshape(-1, self.ch, self.res, self.res)
+        return self.up(x)
+
+
+class Decoder(nn.Module):
+    """(N, in_ch, 2 r0, 2 r0) -> rgb (N, 3, R, R), mask (N, 1, R, R), both sigmoid."""
+
+    def __init__(self, config: ModelConfig, in_ch: int):
+        super().__init__()
+        self.double = "d" in config.variants
+        chans = _decoder_channels(config.d_dims, config)
+        self.ups = nn.ModuleList(Upscale(i, o) for i, o in zip([in_ch] + chans[:-1], chans))
+        self.res = nn.ModuleList(ResBlock(c) for c in chans)
+        self.rgb = nn.Conv2d(chans[-1], 12, 3, padding=1) if self.double else nn.Conv2d(chans[-1], 3, 1)
+        mchans = _decoder_channels(config.d_mask_dims, config) + ([config.d_mask_dims] if self.double else [])
+        self.mask_ups = nn.ModuleList(Upscale(i, o) for i, o in zip([in_ch] + mchans[:-1], mchans))
+        self.mask = nn.Conv2d(mchans[-1], 1, 1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = z
+        for up, res in zip(self.ups, self.res):
+            x = res(up(x))
+        x = self.rgb(x)
+        if self.double:
+            x = F.pixel_shuffle(x, 2)
+        m = z
+        for up in self.mask_ups:
+            m = up(m)
+        m = self.mask(m)
+        return torch.sigmoid(x.float()), torch.sigmoid(m.float())
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+def _init_weights(module: nn.Module, generator: torch.Generator | None) -> None:
+    """He-uniform for hidden layers (LeakyReLU 0.1), Xavier for output convs, zero biases.
+
+    Drawn in module order from `generator` (or torch's global RNG), so a seed fixes the model.
+    """
+    for name, m in module.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)) or m.weight.is_meta:
+            continue
+        with torch.no_grad():
+            if name.endswith(("rgb", "mask")) and isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+            else:
+                nn.init.kaiming_uniform_(m.weight, a=_LRELU, nonlinearity="leaky_relu", generator=generator)
+            if m.bias is not None:
+                m.bias.zero_()
+
+
+class FaceModel(nn.Module):
+    """DF or LIAE face autoencoder. `model(x, "A")` reconstructs x as identity A; `swap(x)` is B->A.
+
+    Parts (direct submodules, also in `parts`): DF "encoder", "inter", "decoder_A", "decoder_B";
+    LIAE "encoder", "inter_AB", "inter_B", "decoder". `seed` makes the initial weights
+    reproducible without touching torch's global RNG; without it the global RNG is used.
+    """
+
+    def __init__(self, config: ModelConfig, *, seed: int | None = None):
+        super().__init__()
+        config.validate()
+        self.config = dataclasses.replace(config)
+        # with a seed, torch's default layer init must not consume the global RNG either
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            self.encoder = Encoder(config)
+            feats = self.encoder.out_features
+            if config.arch == "df":
+                self.inter = Inter(config, feats)
+                self.decoder_A = Decoder(config, config.ae_dims)
+                self.decoder_B = Decoder(config, config.ae_dims)
+            else:
+                self.inter_AB = Inter(config, feats)
+                self.inter_B = Inter(config, feats)
+                self.decoder = Decoder(config, 2 * config.ae_dims)
+        _init_weights(self, None if seed is None else torch.Generator().manual_seed(int(seed)))
+
+    def part_names(self) -> list[str]:
+        if self.config.arch == "df":
+            return ["encoder", "inter", "decoder_A", "decoder_B"]
+        return ["encoder", "inter_AB", "inter_B", "decoder"]
+
+    @property
+    def parts(self) -> dict[str, nn.Module]:
+        """{part name: submodule}; a part's state-dict keys are prefixed with "<name>."."""
+        return {name: getattr(self, name) for name in self.part_names()}
+
+    # the three stages, public so a trainer can batch A and B through the shared encoder
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, R, R) -> (N, F) flat encoder features."""
+        r = self.config.resolution
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, r, r):
+            raise VfxSwapError(f"model input must be (N, 3, {r}, {r}) for resolution {r}, got {tuple(x.shape)}")
+        return self.encoder(x)
+
+    def code(self, feats: torch.Tensor, identity: str) -> torch.Tensor:
+        """(N, F) -> the decoder's input for `identity`: (N, C_in, 2 r0, 2 r0)."""
+        _check_identity(identity)
+        if self.config.arch == "df":
+            return self.inter(feats)
+        ab = self.inter_AB(feats)
+        return torch.cat([ab, ab if identity == "A" else self.inter_B(feats)], dim=1)
+
+    def decode(self, z: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code -> (rgb (N, 3, R, R), mask (N, 1, R, R)) with `identity`'s decoder (LIAE: the one)."""
+        _check_identity(identity)
+        if self.config.arch == "df":
+            return (self.decoder_A if identity == "A" else self.decoder_B)(z)
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruct x (N, 3, R, R) as `identity` -> rgb (N, 3, R, R), mask (N, 1, R, R) in [0, 1]."""
+        return self.decode(self.code(self.encode(x), identity), identity)
+
+    def swap(self, x: torch.Tensor, to: str = "A") -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode x and decode it as identity `to` (LIAE builds the code A's way: inter_AB twice)."""
+        return self(x, to)
+
+
+def _check_identity(identity: str) -> None:
+    if identity not in ("A", "B"):
+        raise VfxSwapError(f"identity must be 'A' or 'B', got {identity!r}")
+
+
+class PatchDiscriminator(nn.Module):
+    """(N, 3, R, R) -> (N, 1, R / 2^layers, R / 2^layers) real/fake logits, one per patch.
+
+    `layers` strided 4x4 convs (dims, 2 dims, 4 dims ...; LeakyReLU 0.2) then a 3x3 conv to one
+    channel: each logit sees a patch about 2^(layers+2) px wide, so the GAN term sharpens texture
+    without judging the whole face. Works at any R divisible by 2^layers.
+    """
+
+    def __init__(self, dims: int = 32, layers: int = 3, in_ch: int = 3, *, seed: int | None = None):
+        super().__init__()
+        chans = [dims * 2 ** min(i, 3) for i in range(layers)]
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            self.convs = nn.ModuleList(nn.Conv2d(i, o, 4, stride=2, padding=1)
+                                       for i, o in zip([in_ch] + chans[:-1], chans))
+            self.out = nn.Conv2d(chans[-1], 1, 3, padding=1)
+        gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=0.2, nonlinearity="leaky_relu", generator=gen)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+        return self.out(x).float()
+
+
+# ----------------------------------------------------------------------------------------------
+# accounting
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (each shared tensor once)."""
+    seen, total = set(), 0
+    for p in module.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def flops_per_sample(config: ModelConfig) -> int:
+    """Forward FLOPs (2 x multiply-adds) of one sample: encoder + inter(s) + ONE decoder (rgb and mask).
+
+    Counts convolutions and dense layers only (activations, pixel-norm, pixel_shuffle, sigmoid and
+    biases are left out: a few percent at most). LIAE counts both inter_AB and inter_B (the "B"
+    path; "A" and swap compute inter_AB once). A training step costs about 3x this per sample and
+    per decoder pass; benchmarks divide by it to report achieved TFLOP/s.
+    """
+    config.validate()
+    c = config
+    macs = 0
+
+    def conv(in_ch: int, out_ch: int, k: int, out_res: int) -> int:
+        return in_ch * out_ch * k * k * out_res * out_res
+
+    # encoder
+    res, ch = c.resolution, 3
+    for oc in _encoder_channels(c):
+        res //= 2
+        macs += conv(ch, oc, 5, res)
+        ch = oc
+    feats = ch * res * res
+    # inter(s)
+    r0 = c.code_res
+    inter = feats * c.ae_dims + c.ae_dims * r0 * r0 * c.ae_dims + conv(c.ae_dims, 4 * c.ae_dims, 3, r0)
+    n_inter = 1 if c.arch == "df" else 2
+    macs += n_inter * inter
+    in_ch = c.ae_dims * n_inter
+    # decoder rgb
+    res, ch = 2 * r0, in_ch
+    for oc in _decoder_channels(c.d_dims, c):
+        macs += conv(ch, 4 * oc, 3, res)  # upscale conv runs at the input resolution
+        res *= 2
+        macs += 2 * conv(oc, oc, 3, res)  # residual block
+        ch = oc
+    macs += conv(ch, 12, 3, res) if "d" in c.variants else conv(ch, 3, 1, res)
+    # decoder mask
+    res, ch = 2 * r0, in_ch
+    mchans = _decoder_channels(c.d_mask_dims, c) + ([c.d_mask_dims] if "d" in c.variants else [])
+    for oc in mchans:
+        macs += conv(ch, 4 * oc, 3, res)
+        res *= 2
+        ch = oc
+    macs += conv(ch, 1, 1, res)
+    assert res == c.resolution and math.isfinite(macs)
+    return 2 * macs

@@ -1,0 +1,446 @@
+"""The training loop, top to bottom: two facesets in, a model folder out.
+
+A = the source identity (the face to render), B = the destination (the plate's performer).
+Each step reconstructs a batch of A through A's path and a batch of B through B's path; the
+shared encoder learns one latent space for both, which is what lets a B face be decoded as A.
+
+    setup -> model (new, resumed, or initialised from another) -> data -> loop:
+        lr warm-up -> forward A and B -> losses -> NaN guard -> backward -> clip -> step
+        -> log / preview / save on their schedules; Ctrl-C saves and stops cleanly.
+
+Runs on CPU, CUDA (bf16 autocast, channels_last, fused AdamW, optional torch.compile) and under
+torchrun (DDP; NCCL on GPUs, gloo on CPU): rank 0 alone logs, previews and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vfxswap import __version__
+from vfxswap.errors import VfxSwapError
+
+log = logging.getLogger("vfxswap")
+
+
+@dataclass
+class TrainOptions:
+    src: str  # faceset A (source identity)
+    dst: str  # faceset B (destination identity)
+    model_dir: str
+    release_ref: dict[str, str] = field(default_factory=dict)  # identity -> release reference, verbatim
+    names: dict[str, str] = field(default_factory=dict)  # identity -> display name
+    preset: str = "quick"
+    arch: str | None = None  # override the preset's architecture
+    iters: int = 1000  # train until this iteration
+    batch: int = 8
+    lr: float = 5e-5
+    warmup: int = 100  # iterations of linear lr warm-up
+    weight_decay: float = 0.0
+    lr_dropout: float = 0.0  # probability of dropping each parameter's update in a step
+    clip: float = 1.0  # gradient norm clip
+    gan_power: float = 0.0
+    eyes_mouth_weight: float = 3.0
+    uniform_yaw: bool = False
+    flip: bool = True
+    workers: int = 2
+    device: str = "auto"
+    bf16: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    save_every: int = 250  # iterations
+    save_minutes: float = 10.0
+    keep_backups: int = 3
+    preview_every: int = 100
+    log_every: int = 10
+    snapshot_every: int = 50  # in-memory good state for NaN roll-back
+    tensorboard: bool = False
+    resume: bool = False
+    init_from: str | None = None
+    init_parts: list[str] = field(default_factory=lambda: ["encoder", "inter"])
+    freeze: list[str] = field(default_factory=list)
+    seed: int = 0
+    quiet: bool = False
+
+
+class Pair(nn.Module):
+    """Both identities in one forward, so DDP sees every used parameter in a single call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor):
+        return self.model(a, "A"), self.model(b, "B")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VfxSwapError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One training run. `run()` trains to `options.iters` and returns the final iteration."""
+
+    def __init__(self, options: TrainOptions):
+        from vfxswap.models import PRESETS, FaceModel
+        from vfxswap.models import store
+
+        self.opt = o = options
+        self.rank, self.world, local = _distributed()
+        self.main = self.rank == 0
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and o.device != "cpu" else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = pick_device(o.device if self.world == 1 or o.device == "cpu" else f"cuda:{local}"
+                                  if torch.cuda.is_available() else "cpu")
+        self.bf16 = (self.device.type == "cuda") if o.bf16 is None else o.bf16
+        self.folder = Path(o.model_dir)
+        _seed_everything(o.seed)
+
+        # --- the model: resumed, or new (optionally initialised from another) -------------
+        self.manifest: dict
+        if o.resume:
+            self.model, self.manifest = store.load_model(self.folder, device="cpu")
+            self.iteration = int(self.manifest["iteration"])
+        else:
+            if (self.folder / "manifest.json").exists():
+                raise VfxSwapError(f"{self.folder}: a model is already there; use --resume to continue it")
+            if o.preset not in PRESETS:
+                raise VfxSwapError(f"unknown preset {o.preset!r} (choose from {', '.join(PRESETS)})")
+            config = copy.deepcopy(PRESETS[o.preset])
+            if o.arch:
+                config.arch = o.arch
+            config.validate()
+            self.model = FaceModel(config)
+            if o.init_from:
+                store.init_from(self.model, o.init_from, o.init_parts)
+            self.iteration = 0
+            self.manifest = self._new_manifest(config)
+        for part in o.freeze:
+            try:
+                frozen = self.model.get_submodule(part)
+            except AttributeError:
+                raise VfxSwapError(f"--freeze {part}: no such part (parts: {', '.join(self.model.part_names())})") from None
+            frozen.requires_grad_(False)
+        self.config = self.model.config
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+
+        # --- data ----------------------------------------------------------------------------
+        from vfxswap.train.data import FaceSamples, make_loader
+
+        res = self.config.resolution
+        shard = (self.rank, self.world) if self.world > 1 else None
+        self.data = {}
+        for ident, folder in (("A", o.src), ("B", o.dst)):
+            ds = FaceSamples(folder, res, face_type=self.config.face_type, flip=o.flip, seed=o.seed,
+                             eyes_mouth_weight=o.eyes_mouth_weight)
+            self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
+                                           seed=o.seed * 1_000_003 + self.iteration + (ident == "B"),
+                                           pin_memory=self.device.type == "cuda", distributed=shard)
+        self.preview_batch = {ident: self._fixed_faces(folder, res) for ident, folder in (("A", o.src), ("B", o.dst))}
+
+        # --- optimiser, optional discriminator, DDP, compile ---------------------------------
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(0.5, 0.999), weight_decay=o.weight_decay,
+                                           fused=fused)
+        self.disc = self.disc_opt = None
+        if o.gan_power > 0:
+            from vfxswap.models import PatchDiscriminator
+
+            self.disc = PatchDiscriminator().to(self.device)
+            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=fused)
+        if o.resume:
+            rng = store.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
+            if self.disc is not None:
+                disc = store.load_extra_tensors(self.folder, "disc.", device=self.device)
+                if disc:
+                    self.disc.load_state_dict({k[len("disc."):]: v for k, v in disc.items()})
+            if rng:
+                store.restore_rng(rng)
+        self.pair: nn.Module = Pair(self.model)
+        if self.world > 1:
+            self.pair = nn.parallel.DistributedDataParallel(
+                self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step_fn = torch.compile(self.pair) if o.compile else self.pair
+        self._snapshot = None
+        self._stop = False
+        self._last_save = time.time()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _new_manifest(self, config) -> dict:
+        import uuid
+
+        from vfxswap.color import ENCODING_NAME, resolve_config
+
+        if not all(self.opt.release_ref.get(k) for k in ("A", "B")):
+            raise VfxSwapError("--release-ref is required: the performers' release reference is recorded verbatim "
+                               "in the model and in every file it renders")
+        with_name = lambda k, f: {"name": self.opt.names.get(k) or Path(f).name, "faceset": str(Path(f).resolve()),
+                                   "release_ref": self.opt.release_ref[k]}
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return {"format": "vfxswap-model", "format_version": 1, "vfxswap": __version__, "model_id": uuid.uuid4().hex,
+                "config": config.to_dict(), "identities": {"A": with_name("A", self.opt.src),
+                                                           "B": with_name("B", self.opt.dst)},
+                "colour": {"encoding": ENCODING_NAME, "ocio_config": resolve_config().name},
+                "iteration": 0, "history": "history.jsonl", "created": now, "updated": now, "train": {}}
+
+    def _fixed_faces(self, folder: str, res: int, count: int = 4) -> torch.Tensor:
+        """The same few faces every preview, unaugmented, so previews compare across time."""
+        from vfxswap.train.data import FaceSamples
+
+        ds = FaceSamples(folder, res, face_type=self.config.face_type, augment=False, warp=False, flip=False)
+        idx = np.linspace(0, len(ds) - 1, min(count, len(ds))).astype(int)
+        return torch.stack([ds[int(i)]["target"] for i in idx])
+
+    def lr_at(self, it: int) -> float:
+        return self.opt.lr * min(1.0, (it + 1) / max(1, self.opt.warmup))
+
+    def _to(self, batch: dict) -> dict:
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+        if self.device.type == "cuda":
+            for k in ("input", "target"):
+                out[k] = out[k].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def _take_snapshot(self) -> None:
+        self._snapshot = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+                          self.iteration)
+
+    def _roll_back(self, why: str) -> None:
+        """Non-finite loss: restore the last good state and halve the learning rate."""
+        if self._snapshot is None:
+            raise VfxSwapError(f"iteration {self.iteration}: {why} before any good state was recorded; "
+                               f"lower --lr")
+        weights, opt_state, it = self._snapshot
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(opt_state)
+        self.opt.lr *= 0.5
+        log.warning("iteration %d: %s; rolled back to iteration %d and lowered lr to %.3g",
+                    self.iteration, why, it, self.opt.lr)
+        self.iteration = it
+        self._history({"event": "rollback", "reason": why, "lr": self.opt.lr})
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def step(self, a: dict, b: dict) -> dict[str, float]:
+        from vfxswap.train.losses import gan_loss_d, gan_loss_g, mask_loss, reconstruction_loss
+
+        lr = self.lr_at(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            (rgb_a, mask_a), (rgb_b, mask_b) = self.step_fn(a["input"], b["input"])
+        rgb_a, mask_a, rgb_b, mask_b = (t.float() for t in (rgb_a, mask_a, rgb_b, mask_b))
+        loss_a = reconstruction_loss(rgb_a, a["target"], a["mask"], a["weights"]) + mask_loss(mask_a, a["mask"])
+        loss_b = reconstruction_loss(rgb_b, b["target"], b["mask"], b["weights"]) + mask_loss(mask_b, b["mask"])
+        loss = loss_a + loss_b
+        if self.disc is not None:
+            loss = loss + self.opt.gan_power * gan_loss_g(self.disc(rgb_a * a["mask"]))
+        if not torch.isfinite(loss):
+            return {"loss": float("nan")}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opt.clip)
+        if self.opt.lr_dropout > 0:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(torch.rand_like(p.grad) >= self.opt.lr_dropout)
+        self.optimizer.step()
+        if self.disc is not None:
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss = gan_loss_d(self.disc(a["target"] * a["mask"]), self.disc((rgb_a * a["mask"]).detach()))
+            d_loss.backward()
+            self.disc_opt.step()
+        return {"loss": loss.item(), "loss_A": loss_a.item(), "loss_B": loss_b.item(), "lr": lr,
+                "grad_norm": grad_norm.item()}
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from vfxswap.progress import progress
+
+        o = self.opt
+        if self.main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._trim_history()
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if self.main else None
+        writer = self._tensorboard()
+        bar = progress(total=o.iters, desc="train", unit="it") if self.main and not o.quiet else None
+        if bar is not None:
+            bar.update(self.iteration)
+        samples, t0 = 0, time.time()
+        try:
+            self._take_snapshot()
+            while self.iteration < o.iters and not self._stop:
+                a, b = self._to(next(self.data["A"])), self._to(next(self.data["B"]))
+                stats = self.step(a, b)
+                if not math.isfinite(stats["loss"]):
+                    self._roll_back("loss is not finite")
+                    continue
+                self.iteration += 1
+                samples += 2 * o.batch * self.world
+                if self.iteration % o.snapshot_every == 0:
+                    self._take_snapshot()
+                if not self.main:
+                    continue
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", sps=f"{samples / max(1e-9, time.time() - t0):.1f}")
+                if self.iteration % o.log_every == 0 or self.iteration == o.iters:
+                    stats.update(iter=self.iteration, time=round(time.time(), 3),
+                                 samples_per_s=samples / max(1e-9, time.time() - t0))
+                    self._history(stats)
+                    if writer is not None:
+                        for k in ("loss", "loss_A", "loss_B", "lr"):
+                            writer.add_scalar(k, stats[k], self.iteration)
+                if self.iteration % o.preview_every == 0:
+                    self.preview()
+                if self.iteration % o.save_every == 0 or time.time() - self._last_save > o.save_minutes * 60:
+                    self.save()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if bar is not None:
+                bar.close()
+        if self.world > 1:
+            self.ranks_identical = self._ranks_agree()
+        if self.main:
+            self.save()
+            self.preview()
+        if self.world > 1:
+            torch.distributed.barrier()
+        return self.iteration
+
+    def _ranks_agree(self) -> bool:
+        """DDP keeps replicas in step; check it (a digest of every weight on every rank), so a
+        diverged rank is reported instead of silently saving one rank's view."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for p in self.model.state_dict().values():
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+        digests = [None] * self.world
+        torch.distributed.all_gather_object(digests, digest.hexdigest())
+        agree = len(set(digests)) == 1
+        if not agree:
+            log.error("DDP ranks hold different weights at iteration %d: %s", self.iteration, digests)
+        return agree
+
+    def _on_interrupt(self, signum, frame) -> None:
+        """Ctrl-C: finish this step, save, stop (a second Ctrl-C aborts at once)."""
+        if self._stop:
+            raise KeyboardInterrupt
+        log.warning("interrupted: saving at the end of this step (Ctrl-C again to abort without saving)")
+        self._stop = True
+
+    # --- outputs -------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        from vfxswap.models import store
+
+        if not self.main:
+            return
+        self.manifest["iteration"] = self.iteration
+        self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        train = {k: v for k, v in asdict(self.opt).items() if k not in ("release_ref", "names", "quiet")}
+        self.manifest["train"] = {**train, "world_size": self.world, "device": str(self.device), "bf16": self.bf16}
+        if getattr(self, "ranks_identical", None) is not None:
+            self.manifest["train"]["ranks_identical"] = self.ranks_identical
+        extra = {f"disc.{k}": v for k, v in self.disc.state_dict().items()} if self.disc is not None else None
+        store.save_model(self.folder, self.model, self.manifest, optimizer=self.optimizer, rng=store.rng_state(),
+                         extra_tensors=extra, keep_backups=self.opt.keep_backups)
+        self._last_save = time.time()
+
+    def preview(self) -> None:
+        from vfxswap.train.preview import loss_curve, preview_grid
+
+        if not self.main:
+            return
+        self.model.eval()
+        with torch.no_grad():
+            a = self.preview_batch["A"].to(self.device)
+            b = self.preview_batch["B"].to(self.device)
+            columns = {"A": a, "A->A": self.model(a, "A")[0], "B": b, "B->B": self.model(b, "B")[0],
+                       "B->A": self.model.swap(b, "A")[0]}
+        self.model.train()
+        folder = self.folder / "previews"
+        preview_grid({k: v.float().cpu() for k, v in columns.items()}, folder / f"preview_{self.iteration:08d}.png")
+        history = self.folder / "history.jsonl"
+        if history.exists():
+            loss_curve(history, folder / "loss.png")
+
+    def _history(self, record: dict) -> None:
+        if not self.main:
+            return
+        record = {"iter": self.iteration, **record}
+        with open(self.folder / "history.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def _trim_history(self) -> None:
+        """After a resume, forget log lines past the saved iteration (and a line cut short by a
+        kill), so the loss curve continues without a seam or a duplicate."""
+        path = self.folder / "history.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("iter", 0) <= self.iteration:
+                kept.append(json.dumps(record))
+        from vfxswap.atomic import write_text
+
+        write_text(path, "".join(k + "\n" for k in kept))
+
+    def _tensorboard(self):
+        if not (self.opt.tensorboard and self.main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("--tensorboard: the tensorboard package is not installed; logging to history.jsonl only")
+            return None
+        return SummaryWriter(str(self.folder / "tensorboard"))
+
+
+def train(options: TrainOptions) -> int:
+    """Train (or resume) a model; returns the iteration reached."""
+    trainer = Trainer(options)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -174,3 +174,29 @@ def test_quick_model_learns_the_grid_identities(shared_data, tmp_path):
     previews = sorted((model_dir / "previews").glob("preview_*.png"))
     assert previews and (model_dir / "previews" / "loss.png").is_file()
     shutil.copy(previews[-1], tmp_path / "last_preview.png")
+
+
+def test_gan_lr_dropout_and_liae_steps_run_and_resume(synthetic, tmp_path):
+    a, b = synthetic
+    options = _options(a, b, tmp_path / "m", iters=3, gan_power=0.1, lr_dropout=0.3, arch="liae")
+    assert train(options) == 3
+    model, manifest = load_model(tmp_path / "m")
+    assert manifest["config"]["arch"] == "liae" and manifest["train"]["gan_power"] == 0.1
+    from vfxswap.models.store import load_extra_tensors
+
+    assert load_extra_tensors(tmp_path / "m", "disc.")  # the discriminator is saved beside the model
+    assert train(_options(a, b, tmp_path / "m", iters=5, gan_power=0.1, resume=True)) == 5
+
+
+def test_init_from_copies_parts_and_freeze_holds_them(synthetic, tmp_path):
+    a, b = synthetic
+    train(_options(a, b, tmp_path / "base", iters=2))
+    trainer = Trainer(_options(a, b, tmp_path / "new", iters=4, init_from=str(tmp_path / "base"),
+                               init_parts=["encoder", "inter"], freeze=["encoder"]))
+    base, _ = load_model(tmp_path / "base")
+    enc_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    for k, v in base.encoder.state_dict().items():
+        assert torch.equal(enc_before[k], v)
+    trainer.run()
+    for k, v in trainer.model.encoder.state_dict().items():
+        assert torch.equal(enc_before[k], v)  # frozen

@@ -270,12 +270,16 @@ class Trainer:
             return {"loss": float("nan")}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opt.clip)
-        if self.opt.lr_dropout > 0:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(torch.rand_like(p.grad) >= self.opt.lr_dropout)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = nn.utils.clip_grad_norm_(trainable, self.opt.clip)
+        before = [p.detach().clone() for p in trainable] if self.opt.lr_dropout > 0 else None
         self.optimizer.step()
+        if before is not None:
+            # lr dropout: each weight's update is dropped with this probability (its optimiser
+            # moments still advance), a regulariser late in training.
+            with torch.no_grad():
+                for p, old in zip(trainable, before):
+                    p.copy_(torch.where(torch.rand_like(p) < self.opt.lr_dropout, old, p))
         if self.disc is not None:
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss = gan_loss_d(self.disc(a["target"] * a["mask"]), self.disc((rgb_a * a["mask"]).detach()))

@@ -28,10 +28,24 @@ def is_temp_path(path: str | os.PathLike) -> bool:
     return TEMP_MARK in Path(path).name
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames in `path` durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -48,8 +62,10 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = True):
     try:
         yield tmp
         if durable:
-            _fsync(tmp)
+            fsync_file(tmp)
         os.replace(tmp, final)
+        if durable:
+            fsync_dir(final.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

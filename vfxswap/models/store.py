@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from vfxswap import __version__
-from vfxswap.atomic import TEMP_MARK, is_temp_path, temp_path_for, write_text
+from vfxswap.atomic import TEMP_MARK, fsync_dir, fsync_file, is_temp_path, temp_path_for, write_text
 from vfxswap.errors import VfxSwapError
 
 log = logging.getLogger(__name__)
@@ -86,28 +86,6 @@ class _BadSave(VfxSwapError):
 
 # ----------------------------------------------------------------------------------------------
 # small file helpers
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in `path` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # sha256 of files this process has hashed or written, keyed by (dev, inode, size, mtime, ctime):
@@ -153,7 +131,7 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata=metadata)
-    _fsync_file(path)
+    fsync_file(path)
     return sha256_file(path), path.stat().st_size
 
 
@@ -474,7 +452,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:  # no hard links here (some network / FAT file systems): a durable copy
         shutil.copyfile(src, dst)
-        _fsync_file(dst)
+        fsync_file(dst)
 
 
 def _hidden_name(path: Path, tag: str = "") -> Path:
@@ -497,7 +475,7 @@ def _backup(folder: Path, manifest: dict) -> Path:
     staging.mkdir()
     for name in [MANIFEST] + [entry["name"] for entry in manifest["files"].values()]:
         _link_or_copy(folder / name, staging / name)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     if final.exists():  # a save at the same iteration was backed up before: this one replaces it
         trash = _hidden_name(final, ".old")
         os.replace(final, trash)
@@ -505,7 +483,7 @@ def _backup(folder: Path, manifest: dict) -> Path:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     return final
 
 
@@ -579,7 +557,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, manifest: dict, *,
             except OSError as e:  # disk full, permissions: the user's to fix
                 raise VfxSwapError(f"{final}: cannot write the model ({e.strerror or e})") from None
             files[label] = {"name": final.name, "sha256": sha, "bytes": size}
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
         # 2. the previous complete save into backups/<iter> (hard links; the top level stays complete)
         if previous is not None:
@@ -595,7 +573,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, manifest: dict, *,
         raise
     for label, (_, final) in staged.items():
         _remember(final, files[label]["sha256"])  # the rename changed ctime; the content is what we hashed
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
     # 4. commit
     manifest["files"] = files
@@ -603,7 +581,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, manifest: dict, *,
     ordered = {k: manifest[k] for k in _MANIFEST_ORDER if k in manifest}
     ordered.update((k, v) for k, v in manifest.items() if k not in ordered)
     write_text(folder / MANIFEST, json.dumps(ordered, indent=2) + "\n")
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
     # 5. tidy: unnamed top-level files (kept in the backup), then backups beyond keep_backups
     named = {entry["name"] for entry in files.values()}

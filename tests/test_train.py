@@ -200,3 +200,23 @@ def test_init_from_copies_parts_and_freeze_holds_them(synthetic, tmp_path):
     trainer.run()
     for k, v in trainer.model.encoder.state_dict().items():
         assert torch.equal(enc_before[k], v)  # frozen
+
+
+def test_ctrl_c_saves_and_stops_cleanly(synthetic, tmp_path):
+    a, b = synthetic
+    model = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "train", "--src", str(a), "--dst", str(b), "--model",
+                             str(model), "--release-ref", "REL-1", "--iters", "100000", "--batch", "4", "--workers",
+                             "0", "--save-every", "100000", "--log-every", "1", "--preview-every", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = model / "history.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-1000:]
+    assert "interrupted" in err and "Traceback" not in err
+    _, manifest = load_model(model)
+    logged = [json.loads(line)["iter"] for line in history.read_text().splitlines()]
+    assert manifest["iteration"] == logged[-1] >= 3  # saved exactly where it stopped

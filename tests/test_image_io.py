@@ -510,3 +510,18 @@ def test_mismatched_pixels_rejected_before_writing(tmp_path, smooth_rgb):
     with pytest.raises(ValueError):
         write_image(tmp_path / "x.exr", image)
     assert only_files(tmp_path) == []
+
+
+def test_same_image_gives_the_same_bytes(tmp_path):
+    """A retried farm task must write identical files: no wall-clock time stamp in the header."""
+    import hashlib
+    import time
+
+    img = Image.from_array(np.random.default_rng(3).random((16, 24, 4), dtype=np.float32))
+    img.set_attribute("oiio:ColorSpace", "ACEScg")
+    write_image(tmp_path / "a.exr", img)
+    time.sleep(1.1)
+    write_image(tmp_path / "b.exr", img)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    assert digest(tmp_path / "a.exr") == digest(tmp_path / "b.exr")
+    assert read_image(tmp_path / "a.exr").attribute("DateTime") is None

@@ -319,6 +319,10 @@ def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = No
             continue  # an attribute this writer cannot express; the pixels matter more
     if image.colorspace:
         spec.attribute(COLORSPACE_ATTR, str(image.colorspace))
+    if "DateTime" not in image.attributes:
+        # OIIO would stamp the current time, so the same frame rendered twice (a retried farm
+        # task) would differ in bytes; an empty value writes no date at all.
+        spec.attribute("DateTime", "")
     if bits:
         spec.attribute("oiio:BitsPerSample", bits)
     _set_compression(spec, path, ext, compression)

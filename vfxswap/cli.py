@@ -152,6 +152,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_render(args) -> int:
+    from vfxswap.render import RenderOptions, render
+
+    report = render(RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
+                                  frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
+                                  color=args.color, name=args.name, skip_existing=args.skip_existing,
+                                  compression=args.compression, track=args.track, plate_space=args.plate_space,
+                                  ocio=args.ocio, device=args.device))
+    from vfxswap.plates.frames import format_frames
+
+    print(f"{args.out}: wrote {len(report.written)} frame(s), skipped {len(report.skipped)} already complete"
+          + (f"; no face in {format_frames(report.without_faces)}" if report.without_faces else ""))
+    return _exit_for(report.failed)
+
+
 def cmd_model_info(args) -> int:
     from vfxswap.models.store import format_info, model_info
 
@@ -292,6 +307,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", help="parts not trained, e.g. encoder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("render", help="a model over plates -> premultiplied RGBA EXR face layers",
+                       description="Render the source identity (A) over the destination performer's faces in "
+                                   "the plates: one face.####.exr per plate frame, scene-linear in the plate's "
+                                   "colour space, premultiplied, data window = the face's box.")
+    p.add_argument("--model", required=True, help="model folder (or `passthrough` to check the pipeline: the "
+                                                  "layer over the plate then equals the plate)")
+    p.add_argument("--plates", required=True, help="the plates pattern the faceset was extracted from")
+    p.add_argument("--faceset", required=True, help="the destination faceset (alignment of every face)")
+    p.add_argument("--out", required=True, help="output folder for face.####.exr")
+    p.add_argument("--frames", help="frames to render (default: all)")
+    p.add_argument("--mask", default="product", choices=("product", "learned", "hull"))
+    p.add_argument("--erode", type=float, default=0.0, help="erode the mask by N plate pixels (negative dilates)")
+    p.add_argument("--blur", type=float, default=0.0, help="blur the mask edge (Gaussian sigma, plate pixels)")
+    p.add_argument("--color", default="rct", choices=("rct", "none"),
+                   help="colour match to the plate's face (rct: mean/spread per channel in the model encoding)")
+    p.add_argument("--name", default="face", help="output file name before the frame number")
+    p.add_argument("--skip-existing", action="store_true", help="keep frames already complete on disk")
+    p.add_argument("--compression", default="zip", help="EXR compression (zip, piz, dwaa[:level])")
+    p.add_argument("--track", type=int, help="only the face of this track id")
+    p.add_argument("--plate-space", help="plate colour space (default: from the header)")
+    p.add_argument("--ocio", help="OCIO config")
+    p.add_argument("--device", default="cpu", help="torch device for the model")
+    p.set_defaults(func=cmd_render)
 
     model = sub.add_parser("model", help="inspect a model folder")
     msub2 = model.add_subparsers(dest="model_command", metavar="ACTION")

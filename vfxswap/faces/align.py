@@ -245,3 +245,39 @@ def face_box(matrix: np.ndarray, size: int, plate_shape: tuple[int, int]) -> tup
     x0, x1 = int(np.clip(x0, 0, w)), int(np.clip(x1, 0, w))
     y0, y1 = int(np.clip(y0, 0, h)), int(np.clip(y1, 0, h))
     return x0, y0, max(x0, x1), max(y0, y1)
+
+
+def shift(matrix: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """The same plate->aligned mapping for a region of the plate whose top-left pixel is (x0, y0)."""
+    local = np.array(matrix, np.float64, copy=True)
+    local[:, 2] += local[:, :2] @ np.array([x0, y0], np.float64)
+    return local
+
+
+def region_for(matrix: np.ndarray, size: int, plate_shape: tuple[int, int], margin: int = 4) -> tuple[int, int, int, int]:
+    """The plate region (x0, y0, x1, y1) an aligned square needs, with a resampling-filter margin:
+    only this much of a plate is colour-encoded or composited for one face."""
+    h, w = plate_shape
+    x0, y0, x1, y1 = face_box(matrix, size, plate_shape)
+    return max(0, x0 - margin), max(0, y0 - margin), min(w, x1 + margin), min(h, y1 + margin)
+
+
+def warp_exact(image: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int], *, order: int = 3) -> np.ndarray:
+    """(H, W[, C]) float -> (h, w[, C]) with out(p) = image(M^-1 p), sampled at exact positions.
+
+    Cubic B-spline (prefiltered) for `order` 3, bilinear for 1. For delivered pixels: OpenCV's
+    warpAffine rounds every sample position to 1/32 pixel, which leaves errors of ~1% on steep HDR
+    gradients after a round trip (measured: p99.9 7.6e-3 relative with Lanczos4 against 8e-5
+    here). Slower (a few hundred ms for a 512 px face), so extraction keeps warpAffine.
+    """
+    from scipy import ndimage
+
+    inv = invert(matrix)
+    h, w = out_shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    coords = [inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2], inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]]
+    img = np.asarray(image, np.float32)
+    planes = img[..., None] if img.ndim == 2 else img
+    out = np.stack([ndimage.map_coordinates(planes[..., c], coords, order=order, mode="nearest", prefilter=order > 1)
+                    for c in range(planes.shape[2])], axis=-1).astype(np.float32)
+    return out[..., 0] if img.ndim == 2 else out

@@ -408,8 +408,7 @@ class Extractor:
             else:
                 return False
             # Encode only the plate region the aligned square covers (plus a filter margin).
-            x0, y0, x1, y1 = align.face_box(matrix, size, (h, w))
-            x0, y0, x1, y1 = max(0, x0 - 4), max(0, y0 - 4), min(w, x1 + 4), min(h, y1 + 4)
+            x0, y0, x1, y1 = align.region_for(matrix, size, (h, w))
             ox, oy = origin
             if x0 < ox or y0 < oy or x1 > ox + region.shape[1] or y1 > oy + region.shape[0]:
                 return False  # smoothing moved the face beyond the kept region
@@ -418,9 +417,7 @@ class Extractor:
         for f, matrix, region, (x0, y0), (w, h) in cuts:
             with self.clock("align"):
                 region = pipe.to_model(region, where=f"{source} frame {frame}")
-                local = matrix.copy()
-                local[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-                aligned = align.warp_to_aligned(region, local, size)
+                aligned = align.warp_to_aligned(region, align.shift(matrix, x0, y0), size)
                 points = align.transform_points(f.landmarks, matrix).astype(np.float32)
                 masks = [hull_mask(points, (size, size), kind) for kind in ("components", "extended")]
                 f.blur = quality.blur(aligned.mean(axis=2), points)
@@ -463,7 +460,7 @@ class Extractor:
             jobs = [(s, FrameSource.still(s)) for s in sources]
         else:
             fsrc = FrameSource.open(src, self.opt.frames, self.opt.start)
-            key = str(fsrc.sequence.pattern) if fsrc.sequence is not None else str(Path(src).resolve())
+            key = source_key(fsrc, src)
             jobs = [(key, fsrc)]
         for source, fsrc in jobs:
             done = self.fs.frame_stage(source)
@@ -586,6 +583,15 @@ class Extractor:
 
 ALIGNED_COLUMNS = ["matrix", "aligned_landmarks", "face_type", "size", "image", "blur", "yaw", "pitch", "roll",
                    "face_size", "track_id", "landmarks"]
+
+
+def source_key(fsrc: FrameSource, src: str) -> str:
+    """How a source is named in a faceset: its absolute pattern (or movie path), so a render can
+    find the faces of the same plates however the path is typed."""
+    if fsrc.sequence is None:
+        return str(Path(src).resolve())
+    pattern = str(fsrc.sequence.pattern)
+    return os.path.join(os.path.abspath(os.path.dirname(pattern) or "."), os.path.basename(pattern))
 
 
 def _size(w: int, h: int, max_side: int) -> tuple[int, int]:

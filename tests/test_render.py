@@ -1,0 +1,157 @@
+"""Render: the pass-through exactness check, HDR survival, headers and provenance, corrupt
+frames, --skip-existing, and byte-identical re-renders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from vfxswap.color import ColorPipeline
+from vfxswap.errors import VfxSwapError
+from vfxswap.faces import align
+from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.plates import Image, read_image, write_image
+from vfxswap.render import RenderOptions, render
+
+FRAMES = (1001, 1002, 1003)
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    """Three ACEScg half-EXR frames of the (public-domain) astronaut, band-limited so a correct
+    warp round trip is exact to half precision, with highlights above 1.0 on her face."""
+    root = tmp_path_factory.mktemp("shot")
+    srgb = cv2.resize(skimage.data.astronaut().astype(np.float32) / 255.0, (768, 768), interpolation=cv2.INTER_CUBIC)
+    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(srgb, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
+    lin = np.clip(lin, 0, None)
+    lin[158:170, 318:342] *= 12.0  # a specular highlight on the forehead, well above display white
+    lin = cv2.GaussianBlur(lin, (0, 0), 1.5)
+    for i, frame in enumerate(FRAMES):
+        px = np.concatenate([np.roll(lin, i, axis=1), np.ones((768, 768, 1), np.float32)], axis=2)
+        img = Image.from_array(px)
+        img.set_attribute("oiio:ColorSpace", "ACEScg")
+        img.set_attribute("smpte:TimeCode", (0x10000000 + i, 0), "timecode")
+        write_image(root / "plates" / f"plate.{frame}.exr", img)
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=128))
+    return root
+
+
+def _options(shot, out, **kw):
+    base = dict(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"), out=str(out),
+                faceset=str(shot / "faceset"), resolution=512, color="none", mask="hull")
+    base.update(kw)
+    return RenderOptions(**base)
+
+
+def _comp_error(shot, out, frame=1001):
+    """The layer over the plate against the plate, inside the mask (eroded a few pixels)."""
+    layer = read_image(out / f"face.{frame}.exr").on_display_window()
+    plate = read_image(shot / "plates" / f"plate.{frame}.exr").pixels[..., :3]
+    a = layer[..., 3:4]
+    comp = layer[..., :3] + plate * (1.0 - a)
+    inside = cv2.erode((a[..., 0] > 0.999).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    err = np.abs(comp - plate)[inside]
+    return err, plate[inside], layer, inside
+
+
+def test_pass_through_layer_over_plate_equals_plate(shot, tmp_path):
+    report = render(_options(shot, tmp_path / "out"))
+    assert report.written == list(FRAMES) and not report.failed
+    err, plate, layer, inside = _comp_error(shot, tmp_path / "out")
+    assert inside.sum() > 10_000  # the whole face
+    rel = err / np.maximum(np.abs(plate), 0.05)
+    print(f"pass-through: max rel {rel.max():.2e}, mean rel {rel.mean():.2e} over {inside.sum()} px")
+    # Half floats hold ~3.3 digits (a relative step of 4.9e-4 to 9.8e-4): the error left is that
+    # rounding (measured: mean 3e-6, max 1.05e-3) - exact warps, colour and premultiplication.
+    assert rel.mean() < 1e-4 and rel.max() < 2e-3
+    # HDR: the 12x highlight (far above display white) survives into the layer
+    hot = plate.max()
+    assert hot > 4.0 and layer[..., :3].max() > 0.95 * hot
+
+
+def test_a_half_pixel_warp_mistake_is_caught(shot, tmp_path, monkeypatch):
+    """The check is sharp: a half-pixel slip in the warp back alone fails it by far."""
+    real = align.warp_exact
+
+    def slipped(image, matrix, out_shape, **kw):
+        if out_shape != (512, 512):  # the warp back to the plate
+            matrix = np.array(matrix, np.float64)
+            matrix[0, 2] += 0.5
+        return real(image, matrix, out_shape, **kw)
+
+    monkeypatch.setattr(align, "warp_exact", slipped)
+    render(_options(shot, tmp_path / "bad", frames="1001"))
+    err, plate, _, _ = _comp_error(shot, tmp_path / "bad")
+    rel = err / np.maximum(np.abs(plate), 0.05)
+    assert rel.max() > 2e-2 and rel.mean() > 1e-3
+
+
+def test_layer_windows_channels_and_provenance_headers(shot, tmp_path):
+    render(_options(shot, tmp_path / "out", frames="1002"))
+    layer = read_image(tmp_path / "out" / "face.1002.exr", dtype="native")
+    assert layer.channels == ("R", "G", "B", "A") and layer.source_format == "half"
+    assert layer.display_window == read_image(shot / "plates" / "plate.1002.exr").display_window
+    dw = layer.data_window
+    assert 0 < dw.width < 768 and 0 < dw.height < 768  # the face's padded box only
+    assert layer.colorspace in ("ACEScg", "lin_ap1_scene")
+    assert layer.attribute("vfxswap:synthetic") == "true"
+    assert "SYNTHETIC" in layer.attribute("ImageDescription")  # the EXR `comments` attribute
+    assert layer.attribute("vfxswap:model") == "passthrough"
+    assert layer.attribute("smpte:TimeCode") is not None
+    matrices = json.loads(layer.attribute("vfxswap:alignment"))
+    assert len(matrices) == 1 and len(matrices[0]) == 6
+    rgba = layer.pixels.astype(np.float32)
+    assert np.all(rgba[..., :3] <= rgba[..., 3:4] * rgba[..., :3].max() + 1e-6)  # premultiplied: no colour where A = 0
+    outside = rgba[..., 3] == 0
+    assert outside.any() and np.all(rgba[outside][:, :3] == 0)
+
+
+def test_corrupt_frame_fails_alone_and_skip_existing_fills_only_the_hole(shot, tmp_path):
+    import shutil
+
+    plates = tmp_path / "plates"
+    shutil.copytree(shot / "plates", plates)
+    bad = plates / "plate.1002.exr"
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 3])
+    opts = _options(shot, tmp_path / "out", plates=str(plates / "plate.####.exr"))
+    # the faceset was extracted from the original folder: point the render at the same faces
+    opts.plates = str(shot / "plates" / "plate.####.exr")
+    first = render(opts)
+    assert first.written == list(FRAMES)  # sanity: the original plates render
+    (tmp_path / "out" / "face.1002.exr").unlink()
+    shutil.copy(bad, shot / "plates" / "plate.1002.exr.bad")
+    try:
+        (shot / "plates" / "plate.1002.exr").rename(shot / "plates" / "plate.1002.exr.good")
+        (shot / "plates" / "plate.1002.exr.bad").rename(shot / "plates" / "plate.1002.exr")
+        opts.skip_existing = True
+        broken = render(opts)
+        assert broken.skipped == [1001, 1003] and list(broken.failed) == [1002]
+        assert "plate.1002.exr" in broken.failed[1002]
+        assert not (tmp_path / "out" / "face.1002.exr").exists()
+    finally:
+        (shot / "plates" / "plate.1002.exr").unlink()
+        (shot / "plates" / "plate.1002.exr.good").rename(shot / "plates" / "plate.1002.exr")
+    before = {f: (tmp_path / "out" / f"face.{f}.exr").stat().st_mtime_ns for f in (1001, 1003)}
+    fixed = render(opts)
+    assert fixed.written == [1002] and fixed.skipped == [1001, 1003]
+    assert before == {f: (tmp_path / "out" / f"face.{f}.exr").stat().st_mtime_ns for f in (1001, 1003)}
+    manifests = sorted((tmp_path / "out" / "manifests").glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(manifests) == 3 and json.loads(manifests[-1].read_text())["written"] == "1002"
+
+
+def test_rendering_twice_gives_the_same_bytes(shot, tmp_path):
+    render(_options(shot, tmp_path / "a", frames="1001"))
+    render(_options(shot, tmp_path / "b", frames="1001"))
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    assert digest(tmp_path / "a" / "face.1001.exr") == digest(tmp_path / "b" / "face.1001.exr")
+
+
+def test_render_without_a_matching_faceset_says_so(shot, tmp_path):
+    with pytest.raises(VfxSwapError, match="faceset"):
+        render(_options(shot, tmp_path / "x", faceset=None))

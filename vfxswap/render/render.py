@@ -1,0 +1,292 @@
+"""Render: plates + a model -> a floating face layer, one premultiplied RGBA EXR per plate frame.
+
+Per frame, per face (alignment from the destination faceset):
+    plate region -> model encoding -> aligned crop (the stored smoothed landmarks, the model's
+    face type and resolution) -> predictor (B encoded, decoded as A) -> colour match ->
+    mask (learned, hull or both) -> warp back over the face's padded box (cubic B-spline at exact
+    positions for colour, bilinear for the mask; see `align.warp_exact`) -> erode/blur in plate pixels -> decode to the plate's own space ->
+    premultiply.
+The layer's data window is the faces' padded box and its display window the plate's, so it
+drops over the untouched plate with a plain `over`. Frames without a face get an empty layer
+(a 1x1 zero pixel) so the sequence has no holes. Every file says in its header that it holds
+synthetic imagery, which model made it, and the identities' release references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vfxswap import __version__, atomic
+from vfxswap.color import ColorPipeline, resolve_config
+from vfxswap.errors import VfxSwapError
+from vfxswap.faces import align
+from vfxswap.faceset.store import Faceset, FaceRow
+from vfxswap.masks import hull_mask
+from vfxswap.plates.frames import FramePattern, format_frames, select_frames
+from vfxswap.plates.image import Box, Image, read_image, read_info, write_image
+from vfxswap.progress import progress
+
+log = logging.getLogger("vfxswap")
+MASKS = ("product", "learned", "hull")
+COLOR_MATCH = ("rct", "none")
+PAD = 16  # plate pixels around the face's box in the data window
+
+
+@dataclass
+class RenderOptions:
+    model: str  # a model folder, or "passthrough" (output = input: a pipeline check)
+    plates: str
+    out: str
+    faceset: str | None = None
+    frames: str | None = None
+    mask: str = "product"
+    erode: float = 0.0  # plate pixels (negative dilates)
+    blur: float = 0.0  # plate pixels (Gaussian sigma)
+    color: str = "rct"
+    name: str = "face"
+    skip_existing: bool = False
+    compression: str = "zip"
+    track: int | None = None  # only this track id
+    plate_space: str | None = None
+    ocio: str | None = None
+    device: str = "cpu"
+    face_type: str = "whole_face"  # for passthrough; a model brings its own
+    resolution: int = 256  # for passthrough
+
+
+@dataclass
+class RenderReport:
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    without_faces: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class PassThroughPredictor:
+    """Returns its input and a mask of ones: renders the plate's own face, which makes every
+    warp, colour or premultiplication mistake visible (the comp must equal the plate)."""
+
+    def __init__(self, resolution: int, face_type: str):
+        self.resolution, self.face_type = resolution, face_type
+        self.provenance = {"model_id": "passthrough", "manifest_sha256": "", "identities": {}}
+
+    def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return faces, np.ones(faces.shape[:3], np.float32)
+
+
+class ModelPredictor:
+    """A trained model: encodes destination (B) faces and decodes them as the source (A)."""
+
+    def __init__(self, folder: str, device: str = "cpu"):
+        import torch
+
+        from vfxswap.models.store import load_model
+
+        self.model, manifest = load_model(folder, device=device)
+        self.model.eval()
+        self.device = torch.device(device)
+        self.resolution, self.face_type = self.model.config.resolution, self.model.config.face_type
+        digest = hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+        self.provenance = {"model_id": manifest.get("model_id", ""), "manifest_sha256": digest,
+                           "iteration": manifest.get("iteration"), "identities": manifest.get("identities", {}),
+                           "encoding": manifest.get("colour", {}).get("encoding")}
+
+    def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, R, R, 3) model-encoded faces -> ((N, R, R, 3) swapped faces, (N, R, R) learned masks)."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).to(self.device)
+            rgb, mask = self.model.swap(x, "A")
+        return rgb.float().cpu().numpy().transpose(0, 2, 3, 1), mask.float().cpu().numpy()[:, 0]
+
+
+def rct(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Reinhard colour transfer inside the mask, per channel in the model encoding (a log space,
+    so means and spreads behave like exposure and contrast): the prediction takes the plate
+    face's mean and standard deviation."""
+    w = mask[..., None] > 0.5
+    if w.sum() < 16:
+        return pred
+    out = pred.copy()
+    for c in range(3):
+        p, r = pred[..., c][w[..., 0]], ref[..., c][w[..., 0]]
+        out[..., c] = (pred[..., c] - p.mean()) * (r.std() / max(p.std(), 1e-6)) + r.mean()
+    return out
+
+
+def _erode_blur(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
+    if erode:
+        k = int(round(abs(erode))) * 2 + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        mask = cv2.erode(mask, kernel) if erode > 0 else cv2.dilate(mask, kernel)
+    if blur > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), blur)
+    return np.clip(mask, 0.0, 1.0)
+
+
+class Renderer:
+    def __init__(self, options: RenderOptions):
+        o = self.opt = options
+        if o.mask not in MASKS:
+            raise VfxSwapError(f"--mask {o.mask}: choose from {', '.join(MASKS)}")
+        if o.color not in COLOR_MATCH:
+            raise VfxSwapError(f"--color {o.color}: choose from {', '.join(COLOR_MATCH)}")
+        self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
+            ModelPredictor(o.model, o.device)
+        self.seq, self.frames = select_frames(o.plates, o.frames)
+        self.choice = resolve_config(o.ocio)
+        self.pattern = FramePattern(str(Path(o.out) / f"{o.name}."), max(self.seq.pattern.padding, 4), ".exr")
+        self.faces = self._faces()
+        self.pipe: ColorPipeline | None = None
+
+    def _faces(self) -> dict[int, list[FaceRow]]:
+        if not self.opt.faceset:
+            raise VfxSwapError("render needs --faceset (the destination faceset extracted from these plates)")
+        from vfxswap.faces.extract import source_key
+        from vfxswap.plates.convert import FrameSource
+
+        key = source_key(FrameSource(self.opt.plates, self.frames, self.seq), self.opt.plates)
+        with Faceset(self.opt.faceset) as fs:
+            rows = fs.faces("source = ?", (key,), include_excluded=False)
+            sources = fs.sources()
+        if not rows:
+            held = "no faces were found in them" if key in sources else \
+                f"it holds {', '.join(sources[:3]) or 'nothing'}"
+            raise VfxSwapError(f"{self.opt.faceset}: no faces of {key} ({held})")
+        by_frame: dict[int, list[FaceRow]] = {}
+        for r in rows:
+            if r.landmarks is not None and (self.opt.track is None or r.track_id == self.opt.track):
+                by_frame.setdefault(r.frame, []).append(r)
+        return by_frame
+
+    # --- one frame ---------------------------------------------------------------------------
+
+    def render_frame(self, frame: int) -> Image:
+        plate_img = read_image(self.seq.path(frame))
+        if self.pipe is None:
+            self.pipe = ColorPipeline.for_image(plate_img, plate_space=self.opt.plate_space, config=self.choice)
+        plate = plate_img.on_display_window()
+        h, w = plate.shape[:2]
+        disp = plate_img.display_window
+        res, ftype = self.predict.resolution, self.predict.face_type
+        where = f"{self.seq.path(frame)}"
+        rgb_acc = np.zeros((h, w, 3), np.float32)
+        alpha_acc = np.zeros((h, w), np.float32)
+        boxes, matrices = [], []
+        for face in self.faces.get(frame, []):
+            matrix = align.alignment_matrix(face.landmarks, res, ftype)
+            x0, y0, x1, y1 = align.region_for(matrix, res, (h, w))
+            aligned = align.warp_exact(self.pipe.to_model(plate[y0:y1, x0:x1], where=where),
+                                       align.shift(matrix, x0, y0), (res, res))
+            pred, learned = self.predict(aligned[None])
+            pred, learned = pred[0], learned[0]
+            points = align.transform_points(face.landmarks, matrix)
+            hull = hull_mask(points, (res, res), "extended")
+            mask = {"product": learned * hull, "learned": learned, "hull": hull}[self.opt.mask]
+            if self.opt.color == "rct":
+                pred = rct(pred, aligned, mask)
+            # Back to the plate over the face's padded box only.
+            bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=PAD)
+            back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box
+            rgb = align.warp_exact(pred, back, (by1 - by0, bx1 - bx0))
+            a = align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1)
+            a = _erode_blur(np.clip(a, 0.0, 1.0), self.opt.erode, self.opt.blur)
+            rgb = self.pipe.from_model(rgb, where=where)
+            # Faces composite over each other (premultiplied over) within the layer.
+            region = (slice(by0, by1), slice(bx0, bx1))
+            rgb_acc[region] = rgb * a[..., None] + rgb_acc[region] * (1.0 - a[..., None])
+            alpha_acc[region] = a + alpha_acc[region] * (1.0 - a)
+            boxes.append((bx0, by0, bx1, by1))
+            matrices.append([float(v) for v in matrix.ravel()])
+        return self._layer(plate_img, disp, rgb_acc, alpha_acc, boxes, matrices)
+
+    def _layer(self, plate_img: Image, disp: Box, rgb, alpha, boxes, matrices) -> Image:
+        if boxes:
+            x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+            pixels = np.concatenate([rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1, None]], axis=2)
+        else:  # an empty layer keeps the sequence whole
+            x0, y0, pixels = 0, 0, np.zeros((1, 1, 4), np.float32)
+        layer = Image.from_array(pixels, ("R", "G", "B", "A"), origin=(disp.x + x0, disp.y + y0), display_window=disp)
+        for name in ("PixelAspectRatio", "smpte:TimeCode", "framesPerSecond", "chromaticities"):
+            if name in plate_img.attributes:
+                layer.attributes[name] = plate_img.attributes[name]
+        layer.set_attribute("oiio:ColorSpace", self.pipe.plate_space)
+        self._provenance(layer, matrices)
+        return layer
+
+    def _provenance(self, layer: Image, matrices) -> None:
+        """What a compositor, a pipeline and an auditor need to know about this pixel data."""
+        p = self.predict.provenance
+        refs = {k: v.get("release_ref", "") for k, v in p.get("identities", {}).items()}
+        layer.set_attribute("vfxswap:synthetic", "true")
+        layer.set_attribute("vfxswap:provenance", "synthetic imagery: a face replaced by vfxswap; not a camera original")
+        layer.set_attribute("ImageDescription", "SYNTHETIC IMAGERY (vfxswap face replacement)")  # EXR `comments`
+        layer.set_attribute("software", f"vfxswap {__version__}")
+        layer.set_attribute("vfxswap:model", p.get("model_id", ""))
+        layer.set_attribute("vfxswap:modelManifestSha256", p.get("manifest_sha256", ""))
+        layer.set_attribute("vfxswap:identities", json.dumps(p.get("identities", {}), sort_keys=True))
+        layer.set_attribute("vfxswap:releaseRef", "; ".join(f"{k}: {v}" for k, v in sorted(refs.items())))
+        layer.set_attribute("vfxswap:ocioConfig", self.pipe.choice.name)
+        layer.set_attribute("vfxswap:alignment", json.dumps(matrices))
+
+    # --- the range -----------------------------------------------------------------------------
+
+    def run(self) -> RenderReport:
+        report = RenderReport()
+        Path(self.opt.out).mkdir(parents=True, exist_ok=True)
+        for frame in progress(self.frames, desc="render"):
+            target = self.pattern.path(frame)
+            if self.opt.skip_existing and _complete(target):
+                report.skipped.append(frame)
+                continue
+            try:
+                layer = self.render_frame(frame)
+                write_image(target, layer, compression=self.opt.compression)
+            except VfxSwapError as exc:
+                report.failed[frame] = str(exc)
+                log.error("frame %d: %s", frame, exc)
+                continue
+            report.written.append(frame)
+            if frame not in self.faces:
+                report.without_faces.append(frame)
+        self._manifest(report)
+        return report
+
+    def _manifest(self, report: RenderReport) -> None:
+        record = {"vfxswap": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "plates": str(self.seq.pattern),
+                  "output": str(self.pattern), "frames": format_frames(self.frames),
+                  "written": format_frames(report.written), "skipped": format_frames(report.skipped),
+                  "without_faces": format_frames(report.without_faces), "failed": report.failed,
+                  "model": self.predict.provenance, "options": {k: v for k, v in vars(self.opt).items()},
+                  "colour": self.pipe.describe() if self.pipe else None}
+        name = f"render_{self.frames[0]}-{self.frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
+        atomic.write_text(Path(self.opt.out) / "manifests" / name, json.dumps(record, indent=2, default=str))
+
+
+def _complete(path: str) -> bool:
+    """A frame on disk counts as done only if its header reads (a file cut short by a crash
+    that skipped fsync would not)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        read_info(path)
+        read_image(path)
+        return True
+    except VfxSwapError:
+        return False
+
+
+def render(options: RenderOptions) -> RenderReport:
+    return Renderer(options).run()

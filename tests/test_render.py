@@ -155,3 +155,23 @@ def test_rendering_twice_gives_the_same_bytes(shot, tmp_path):
 def test_render_without_a_matching_faceset_says_so(shot, tmp_path):
     with pytest.raises(VfxSwapError, match="faceset"):
         render(_options(shot, tmp_path / "x", faceset=None))
+
+
+@pytest.mark.parametrize("method", ["rct", "lct", "mkl", "idt", "sot"])
+def test_colour_match_moves_the_prediction_onto_the_plate_face(method):
+    from vfxswap.render.color_transfer import color_transfer
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal([0.45, 0.38, 0.33], [0.05, 0.04, 0.03], (64, 64, 3)).astype(np.float32)
+    ref[..., 1] += 0.5 * (ref[..., 0] - 0.45)  # correlated channels, as skin is
+    pred = (rng.normal([0.30, 0.40, 0.50], [0.02, 0.06, 0.02], (64, 64, 3))).astype(np.float32)
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:56, 8:56] = 1
+    out = color_transfer(pred, ref, mask, method)
+    inside = mask > 0.5
+    before = np.abs(pred[inside].mean(0) - ref[inside].mean(0)).max()
+    after = np.abs(out[inside].mean(0) - ref[inside].mean(0)).max()
+    assert after < 0.1 * before
+    if method in ("lct", "mkl"):
+        assert np.allclose(np.cov(out[inside].T), np.cov(ref[inside].T), atol=2e-4)
+    assert out.dtype == np.float32 and np.isfinite(out).all()

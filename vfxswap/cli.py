@@ -321,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="product", choices=("product", "learned", "hull"))
     p.add_argument("--erode", type=float, default=0.0, help="erode the mask by N plate pixels (negative dilates)")
     p.add_argument("--blur", type=float, default=0.0, help="blur the mask edge (Gaussian sigma, plate pixels)")
-    p.add_argument("--color", default="rct", choices=("rct", "none"),
-                   help="colour match to the plate's face (rct: mean/spread per channel in the model encoding)")
+    p.add_argument("--color", default="rct", choices=("rct", "lct", "mkl", "idt", "sot", "none"),
+                   help="colour match to the plate's face, inside the mask, in the model encoding: rct mean/spread "
+                        "per channel; lct covariance; mkl least-change covariance; idt/sot distribution transfer")
     p.add_argument("--name", default="face", help="output file name before the frame number")
     p.add_argument("--skip-existing", action="store_true", help="keep frames already complete on disk")
     p.add_argument("--compression", default="zip", help="EXR compression (zip, piz, dwaa[:level])")

@@ -35,10 +35,11 @@ from vfxswap.masks import hull_mask
 from vfxswap.plates.frames import FramePattern, format_frames, select_frames
 from vfxswap.plates.image import Box, Image, read_image, read_info, write_image
 from vfxswap.progress import progress
+from vfxswap.render.color_transfer import METHODS as COLOR_MATCH
+from vfxswap.render.color_transfer import color_transfer
 
 log = logging.getLogger("vfxswap")
 MASKS = ("product", "learned", "hull")
-COLOR_MATCH = ("rct", "none")
 PAD = 16  # plate pixels around the face's box in the data window
 
 
@@ -111,20 +112,6 @@ class ModelPredictor:
         return rgb.float().cpu().numpy().transpose(0, 2, 3, 1), mask.float().cpu().numpy()[:, 0]
 
 
-def rct(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Reinhard colour transfer inside the mask, per channel in the model encoding (a log space,
-    so means and spreads behave like exposure and contrast): the prediction takes the plate
-    face's mean and standard deviation."""
-    w = mask[..., None] > 0.5
-    if w.sum() < 16:
-        return pred
-    out = pred.copy()
-    for c in range(3):
-        p, r = pred[..., c][w[..., 0]], ref[..., c][w[..., 0]]
-        out[..., c] = (pred[..., c] - p.mean()) * (r.std() / max(p.std(), 1e-6)) + r.mean()
-    return out
-
-
 def _erode_blur(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
     if erode:
         k = int(round(abs(erode))) * 2 + 1
@@ -194,8 +181,7 @@ class Renderer:
             points = align.transform_points(face.landmarks, matrix)
             hull = hull_mask(points, (res, res), "extended")
             mask = {"product": learned * hull, "learned": learned, "hull": hull}[self.opt.mask]
-            if self.opt.color == "rct":
-                pred = rct(pred, aligned, mask)
+            pred = color_transfer(pred, aligned, mask, self.opt.color)
             # Back to the plate over the face's padded box only.
             bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=PAD)
             back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box

@@ -1,0 +1,96 @@
+"""Colour match of a predicted face to the plate's face, inside the face mask.
+
+All methods work in the model encoding (normalised ACEScct: a log space, so a shift is an
+exposure change and a scale a contrast change) on float values, never clipped, and map every
+pixel of the prediction with what they learn from the masked pixels. Shapes: pred and ref
+(R, R, 3) float32, mask (R, R) in 0..1.
+
+- rct: per-channel mean and spread (Reinhard).
+- lct: full 3x3 covariance match (linear colour transfer).
+- mkl: the Monge-Kantorovich linear map: the covariance match that moves colours least.
+- idt: iterative distribution transfer: 1-D histogram matches along random rotations.
+- sot: sliced optimal transport: 1-D sorted matches along random directions, averaged.
+- none: the prediction as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METHODS = ("rct", "lct", "mkl", "idt", "sot", "none")
+MIN_PIXELS = 16
+
+
+def _sqrtm(c: np.ndarray, inverse: bool = False) -> np.ndarray:
+    w, v = np.linalg.eigh(c)
+    w = np.maximum(w, 1e-10)
+    return (v * (w ** (-0.5 if inverse else 0.5))) @ v.T
+
+
+def _pixels(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return img[mask > 0.5].astype(np.float64)
+
+
+def _affine(pred, p, r, matrix_fn) -> np.ndarray:
+    mp, mr = p.mean(0), r.mean(0)
+    cp, cr = np.cov(p, rowvar=False) + np.eye(3) * 1e-8, np.cov(r, rowvar=False) + np.eye(3) * 1e-8
+    a = matrix_fn(cp, cr)
+    return ((pred.reshape(-1, 3) - mp) @ a.T + mr).reshape(pred.shape)
+
+
+def _lct(cp, cr):
+    return _sqrtm(cr) @ _sqrtm(cp, inverse=True)
+
+
+def _mkl(cp, cr):
+    cp_half, cp_inv_half = _sqrtm(cp), _sqrtm(cp, inverse=True)
+    return cp_inv_half @ _sqrtm(cp_half @ cr @ cp_half) @ cp_inv_half
+
+
+def _match_1d(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Map `values` through the quantile function taking `source`'s distribution to `target`'s."""
+    qs = np.linspace(0.0, 1.0, 256)
+    return np.interp(values, np.quantile(source, qs), np.quantile(target, qs))
+
+
+def _idt(pred, p, r, iterations: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    flat, p = pred.reshape(-1, 3).astype(np.float64), p.copy()
+    for _ in range(iterations):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        fp, pp, rr = flat @ q, p @ q, r @ q
+        for k in range(3):
+            fp[:, k] = _match_1d(fp[:, k], pp[:, k], rr[:, k])
+            pp[:, k] = _match_1d(pp[:, k], pp[:, k], rr[:, k])
+        flat, p = fp @ q.T, pp @ q.T
+    return flat.reshape(pred.shape)
+
+
+def _sot(pred, p, r, iterations: int = 24, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    flat, p = pred.reshape(-1, 3).astype(np.float64), p.copy()
+    for _ in range(iterations):
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        step_all = _match_1d(flat @ d, p @ d, r @ d) - flat @ d
+        step_p = _match_1d(p @ d, p @ d, r @ d) - p @ d
+        flat, p = flat + np.outer(step_all, d) * 0.5, p + np.outer(step_p, d) * 0.5
+    return flat.reshape(pred.shape)
+
+
+def color_transfer(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, method: str = "rct") -> np.ndarray:
+    """`pred` coloured like `ref` inside `mask` (see the module docstring for the methods)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown colour match {method!r} (choose from {', '.join(METHODS)})")
+    p, r = _pixels(pred, mask), _pixels(ref, mask)
+    if method == "none" or len(p) < MIN_PIXELS:
+        return pred
+    if method == "rct":
+        out = (pred - p.mean(0)) * (r.std(0) / np.maximum(p.std(0), 1e-6)) + r.mean(0)
+    elif method in ("lct", "mkl"):
+        out = _affine(pred, p, r, _lct if method == "lct" else _mkl)
+    elif method == "idt":
+        out = _idt(pred, p, r)
+    else:
+        out = _sot(pred, p, r)
+    return out.astype(np.float32)

@@ -175,3 +175,29 @@ def test_colour_match_moves_the_prediction_onto_the_plate_face(method):
     if method in ("lct", "mkl"):
         assert np.allclose(np.cov(out[inside].T), np.cov(ref[inside].T), atol=2e-4)
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_layers_comp_and_preview(shot, tmp_path):
+    out = tmp_path / "out"
+    report = render(_options(shot, out, frames="1001-1002", layers=True, comp=True, preview=True))
+    assert report.written == [1001, 1002]
+    layer = read_image(out / "face.1001.exr")
+    assert set(layer.channels) == {"R", "G", "B", "A", "raw.R", "raw.G", "raw.B", "matte.Y", "stmap.R", "stmap.G"}
+    # The ST map says where each plate pixel sits in the aligned square (Nuke STMap convention).
+    from vfxswap.faceset import Faceset
+
+    with Faceset(shot / "faceset") as fs:
+        face = [f for f in fs.faces() if f.frame == 1001][0]
+    matrix = align.alignment_matrix(face.landmarks, 512, "whole_face")
+    x, y = np.round(face.landmarks[30]).astype(int)  # the nose tip, in plate pixels
+    st = layer.select(["stmap.R", "stmap.G"]).on_display_window()[y, x]
+    ax, ay = align.transform_points(np.array([[x, y]], float), matrix)[0]
+    assert st[0] == pytest.approx((ax + 0.5) / 512, abs=1e-5) and st[1] == pytest.approx(1 - (ay + 0.5) / 512, abs=1e-5)
+    # The comp is the layer over the plate and is marked synthetic too.
+    comp = read_image(out / "comp.1001.exr")
+    plate = read_image(shot / "plates" / "plate.1001.exr").pixels
+    full = layer.on_display_window()
+    expect = full[..., :3] + plate[..., :3] * (1 - full[..., 3:4])
+    assert np.abs(comp.pixels[..., :3] - expect).max() < 2e-3 * max(1.0, float(expect.max()))
+    assert comp.attribute("vfxswap:synthetic") == "true"
+    assert (out / "preview.mp4").stat().st_size > 1000

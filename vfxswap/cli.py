@@ -159,7 +159,8 @@ def cmd_render(args) -> int:
                                   frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
                                   color=args.color, name=args.name, skip_existing=args.skip_existing,
                                   compression=args.compression, track=args.track, plate_space=args.plate_space,
-                                  ocio=args.ocio, device=args.device))
+                                  ocio=args.ocio, device=args.device, layers=args.layers, comp=args.comp,
+                                  preview=args.preview))
     from vfxswap.plates.frames import format_frames
 
     print(f"{args.out}: wrote {len(report.written)} frame(s), skipped {len(report.skipped)} already complete"
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plate-space", help="plate colour space (default: from the header)")
     p.add_argument("--ocio", help="OCIO config")
     p.add_argument("--device", default="cpu", help="torch device for the model")
+    p.add_argument("--layers", action="store_true", help="add raw (unmasked), matte and stmap layers to each file")
+    p.add_argument("--comp", action="store_true", help="also write the face over the plate as comp.####.exr")
+    p.add_argument("--preview", action="store_true", help="also write preview.mp4 of the comp through the OCIO view")
     p.set_defaults(func=cmd_render)
 
     model = sub.add_parser("model", help="inspect a model folder")

@@ -281,13 +281,15 @@ def _carried(attributes: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any
 
 
 def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = None,
-                compression: str | None = None, durable: bool = False) -> None:
+                compression: str | None = None, durable: bool = False,
+                channel_dtypes: dict[str, str] | None = None) -> None:
     """Write `image` atomically; the format follows the extension.
 
     EXR keeps the data window (it may be smaller than the display window), channel names and
     every carried header attribute. Formats without windows get the data placed on the
     display window. `compression`: EXR `zip` (default), `piz`, `dwaa[:level]`, ...
-    `durable` fsyncs before the rename (see `vfxswap.atomic`).
+    `durable` fsyncs before the rename (see `vfxswap.atomic`). `channel_dtypes` gives some
+    channels another pixel type (EXR: e.g. an ST map's `stmap.R` as float in a half file).
     """
     path = str(path)
     ext = Path(path).suffix.lower()
@@ -310,6 +312,8 @@ def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = No
     spec.x, spec.y = data.x, data.y
     spec.full_x, spec.full_y, spec.full_width, spec.full_height = disp.x, disp.y, disp.width, disp.height
     spec.channelnames = tuple(image.channels)
+    if channel_dtypes:
+        spec.channelformats = tuple(oiio.TypeDesc(DTYPES[channel_dtypes.get(n, dtype)][0]) for n in image.channels)
     alpha = [i for i, n in enumerate(image.channels) if n in ("A", "alpha")]
     spec.alpha_channel = alpha[0] if alpha else -1
     for name, (type_name, value) in _carried(image.attributes).items():

@@ -63,6 +63,9 @@ class RenderOptions:
     device: str = "cpu"
     face_type: str = "whole_face"  # for passthrough; a model brings its own
     resolution: int = 256  # for passthrough
+    layers: bool = False  # add raw.RGB (unmasked), matte.Y (mask before erode/blur), stmap.RG (float)
+    comp: bool = False  # also write the face over the plate: comp.####.exr
+    preview: bool = False  # and an H.264 preview of the comp through the OCIO view: preview.mp4
 
 
 @dataclass
@@ -110,6 +113,19 @@ class ModelPredictor:
             x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).to(self.device)
             rgb, mask = self.model.swap(x, "A")
         return rgb.float().cpu().numpy().transpose(0, 2, 3, 1), mask.float().cpu().numpy()[:, 0]
+
+
+LAYER_CHANNELS = ("raw.R", "raw.G", "raw.B", "matte.Y", "stmap.R", "stmap.G")
+FLOAT_CHANNELS = {"stmap.R": "float", "stmap.G": "float"}  # coordinates need more than half
+
+
+def _stmap(matrix: np.ndarray, res: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """(h, w, 2) ST map of a plate box: where each plate pixel sits in the aligned square, as
+    Nuke's STMap reads it (s = x / width, t = 1 - y / height, pixel centres at +0.5)."""
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    ax = matrix[0, 0] * xx + matrix[0, 1] * yy + matrix[0, 2]
+    ay = matrix[1, 0] * xx + matrix[1, 1] * yy + matrix[1, 2]
+    return np.stack([(ax + 0.5) / res, 1.0 - (ay + 0.5) / res], axis=2).astype(np.float32)
 
 
 def _erode_blur(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
@@ -170,6 +186,7 @@ class Renderer:
         where = f"{self.seq.path(frame)}"
         rgb_acc = np.zeros((h, w, 3), np.float32)
         alpha_acc = np.zeros((h, w), np.float32)
+        extra = np.zeros((h, w, 6), np.float32) if self.opt.layers else None  # raw RGB, matte, ST
         boxes, matrices = [], []
         for face in self.faces.get(frame, []):
             matrix = align.alignment_matrix(face.landmarks, res, ftype)
@@ -186,25 +203,29 @@ class Renderer:
             bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=PAD)
             back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box
             rgb = align.warp_exact(pred, back, (by1 - by0, bx1 - bx0))
-            a = align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1)
-            a = _erode_blur(np.clip(a, 0.0, 1.0), self.opt.erode, self.opt.blur)
+            matte = np.clip(align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1), 0.0, 1.0)
+            a = _erode_blur(matte, self.opt.erode, self.opt.blur)
             rgb = self.pipe.from_model(rgb, where=where)
+            if extra is not None:
+                extra[by0:by1, bx0:bx1] = np.concatenate([rgb, matte[..., None], _stmap(matrix, res, bx0, by0, bx1, by1)], 2)
             # Faces composite over each other (premultiplied over) within the layer.
             region = (slice(by0, by1), slice(bx0, bx1))
             rgb_acc[region] = rgb * a[..., None] + rgb_acc[region] * (1.0 - a[..., None])
             alpha_acc[region] = a + alpha_acc[region] * (1.0 - a)
             boxes.append((bx0, by0, bx1, by1))
             matrices.append([float(v) for v in matrix.ravel()])
-        return self._layer(plate_img, disp, rgb_acc, alpha_acc, boxes, matrices)
+        return self._layer(plate_img, disp, rgb_acc, alpha_acc, extra, boxes, matrices)
 
-    def _layer(self, plate_img: Image, disp: Box, rgb, alpha, boxes, matrices) -> Image:
+    def _layer(self, plate_img: Image, disp: Box, rgb, alpha, extra, boxes, matrices) -> Image:
+        channels = ("R", "G", "B", "A") + (LAYER_CHANNELS if extra is not None else ())
+        full = np.concatenate([rgb, alpha[..., None]] + ([extra] if extra is not None else []), axis=2)
         if boxes:
             x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
             x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-            pixels = np.concatenate([rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1, None]], axis=2)
+            pixels = full[y0:y1, x0:x1]
         else:  # an empty layer keeps the sequence whole
-            x0, y0, pixels = 0, 0, np.zeros((1, 1, 4), np.float32)
-        layer = Image.from_array(pixels, ("R", "G", "B", "A"), origin=(disp.x + x0, disp.y + y0), display_window=disp)
+            x0, y0, pixels = 0, 0, np.zeros((1, 1, len(channels)), np.float32)
+        layer = Image.from_array(pixels, channels, origin=(disp.x + x0, disp.y + y0), display_window=disp)
         for name in ("PixelAspectRatio", "smpte:TimeCode", "framesPerSecond", "chromaticities"):
             if name in plate_img.attributes:
                 layer.attributes[name] = plate_img.attributes[name]
@@ -239,7 +260,11 @@ class Renderer:
                 continue
             try:
                 layer = self.render_frame(frame)
-                write_image(target, layer, compression=self.opt.compression)
+                write_image(target, layer, compression=self.opt.compression,
+                            channel_dtypes=FLOAT_CHANNELS if self.opt.layers else None)
+                if self.opt.comp:
+                    write_image(self._comp_pattern.path(frame), self._comp(frame, layer),
+                                compression=self.opt.compression)
             except VfxSwapError as exc:
                 report.failed[frame] = str(exc)
                 log.error("frame %d: %s", frame, exc)
@@ -247,8 +272,44 @@ class Renderer:
             report.written.append(frame)
             if frame not in self.faces:
                 report.without_faces.append(frame)
+        if self.opt.preview:
+            self._preview(report)
         self._manifest(report)
         return report
+
+    @property
+    def _comp_pattern(self) -> FramePattern:
+        return FramePattern(str(Path(self.opt.out) / "comp."), self.pattern.padding, ".exr")
+
+    def _comp(self, frame: int, layer: Image) -> Image:
+        """The face layer over its plate (premultiplied over), with the plate's header and the
+        layer's provenance: a comp is synthetic imagery too."""
+        plate = read_image(self.seq.path(frame))
+        px = plate.on_display_window().astype(np.float32)
+        face = layer.on_display_window()
+        px[..., :3] = face[..., :3] + px[..., :3] * (1.0 - face[..., 3:4])
+        out = Image(px, plate.channels, plate.display_window, plate.display_window, dict(plate.attributes))
+        out.attributes.update({k: v for k, v in layer.attributes.items() if k.startswith("vfxswap:")})
+        out.attributes["ImageDescription"] = layer.attributes["ImageDescription"]
+        return out
+
+    def _preview(self, report: RenderReport) -> None:
+        """comp -> the OCIO view -> preview.mp4 (every frame of the range that has a layer)."""
+        from vfxswap.plates.video import write_preview
+
+        done = [f for f in self.frames if _complete(self.pattern.path(f))]
+
+        def frames():
+            for frame in done:
+                layer = read_image(self.pattern.path(frame))
+                comp = self._comp(frame, layer)
+                pipe = self.pipe or ColorPipeline.for_image(comp, plate_space=self.opt.plate_space, config=self.choice)
+                yield pipe.to_display(comp.pixels, where=f"preview frame {frame}")
+
+        if done:
+            rate = read_image(self.seq.path(done[0])).attribute("framesPerSecond")
+            fps = rate[0] / rate[1] if isinstance(rate, (tuple, list)) else 24.0
+            write_preview(Path(self.opt.out) / "preview.mp4", frames(), fps=fps)
 
     def _manifest(self, report: RenderReport) -> None:
         record = {"vfxswap": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "plates": str(self.seq.pattern),

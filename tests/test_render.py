@@ -152,9 +152,21 @@ def test_rendering_twice_gives_the_same_bytes(shot, tmp_path):
     assert digest(tmp_path / "a" / "face.1001.exr") == digest(tmp_path / "b" / "face.1001.exr")
 
 
-def test_render_without_a_matching_faceset_says_so(shot, tmp_path):
-    with pytest.raises(VfxSwapError, match="faceset"):
-        render(_options(shot, tmp_path / "x", faceset=None))
+def test_without_a_faceset_faces_are_found_live(shot, tmp_path):
+    report = render(_options(shot, tmp_path / "live", faceset=None, frames="1001"))
+    assert report.written == [1001] and not report.without_faces
+    assert (tmp_path / "live" / ".faceset" / "faceset.db").is_file()
+    err, plate, _, _ = _comp_error(shot, tmp_path / "live")
+    assert (err / np.maximum(np.abs(plate), 0.05)).max() < 2e-3
+
+
+def test_like_keeps_the_referenced_identity(shot, tmp_path, shared_data):
+    ref = tmp_path / "ref.png"
+    write_image(ref, Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
+    assert render(_options(shot, tmp_path / "a", frames="1001", like=[str(ref)])).without_faces == []
+    other = sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))[:2]  # a different person
+    with pytest.raises(VfxSwapError, match="looks like"):
+        render(_options(shot, tmp_path / "b", frames="1001", like=[str(p) for p in other]))
 
 
 @pytest.mark.parametrize("method", ["rct", "lct", "mkl", "idt", "sot"])

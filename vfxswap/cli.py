@@ -158,7 +158,8 @@ def cmd_render(args) -> int:
     report = render(RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
                                   frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
                                   color=args.color, name=args.name, skip_existing=args.skip_existing,
-                                  compression=args.compression, track=args.track, plate_space=args.plate_space,
+                                  compression=args.compression, track=args.track, like=args.like,
+                                  plate_space=args.plate_space,
                                   ocio=args.ocio, device=args.device, layers=args.layers, comp=args.comp,
                                   preview=args.preview))
     from vfxswap.plates.frames import format_frames
@@ -316,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (or `passthrough` to check the pipeline: the "
                                                   "layer over the plate then equals the plate)")
     p.add_argument("--plates", required=True, help="the plates pattern the faceset was extracted from")
-    p.add_argument("--faceset", required=True, help="the destination faceset (alignment of every face)")
+    p.add_argument("--faceset", help="the destination faceset (alignment of every face); without it faces "
+                                     "are found live into OUT/.faceset")
     p.add_argument("--out", required=True, help="output folder for face.####.exr")
     p.add_argument("--frames", help="frames to render (default: all)")
     p.add_argument("--mask", default="product", choices=("product", "learned", "hull"))
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="keep frames already complete on disk")
     p.add_argument("--compression", default="zip", help="EXR compression (zip, piz, dwaa[:level])")
     p.add_argument("--track", type=int, help="only the face of this track id")
+    p.add_argument("--like", nargs="+", help="only faces like these reference images (or folders)")
     p.add_argument("--plate-space", help="plate colour space (default: from the header)")
     p.add_argument("--ocio", help="OCIO config")
     p.add_argument("--device", default="cpu", help="torch device for the model")

@@ -58,6 +58,7 @@ class RenderOptions:
     skip_existing: bool = False
     compression: str = "zip"
     track: int | None = None  # only this track id
+    like: list[str] | None = None  # only the faces like these reference images (or folders)
     plate_space: str | None = None
     ocio: str | None = None
     device: str = "cpu"
@@ -154,10 +155,20 @@ class Renderer:
         self.pipe: ColorPipeline | None = None
 
     def _faces(self) -> dict[int, list[FaceRow]]:
-        if not self.opt.faceset:
-            raise VfxSwapError("render needs --faceset (the destination faceset extracted from these plates)")
-        from vfxswap.faces.extract import source_key
+        from vfxswap.faces.extract import ExtractOptions, extract, source_key
         from vfxswap.plates.convert import FrameSource
+
+        if not self.opt.faceset:
+            # No destination faceset: detect live, into a hidden faceset beside the layers (so a
+            # re-run or another chunk reuses what was found).
+            self.opt.faceset = str(Path(self.opt.out) / ".faceset")
+            log.info("no --faceset: finding faces in %s into %s", self.seq.pattern, self.opt.faceset)
+            found = extract(self.opt.plates, self.opt.faceset,
+                            ExtractOptions(frames=self.opt.frames, face_type=self.predict.face_type,
+                                           size=min(256, self.predict.resolution), ocio=self.opt.ocio,
+                                           plate_space=self.opt.plate_space))
+            if found.failed:
+                log.warning("face detection failed on frame(s) %s", format_frames(found.failed))
 
         key = source_key(FrameSource(self.opt.plates, self.frames, self.seq), self.opt.plates)
         with Faceset(self.opt.faceset) as fs:
@@ -167,11 +178,32 @@ class Renderer:
             held = "no faces were found in them" if key in sources else \
                 f"it holds {', '.join(sources[:3]) or 'nothing'}"
             raise VfxSwapError(f"{self.opt.faceset}: no faces of {key} ({held})")
+        tracks = self._tracks_like(rows) if self.opt.like else None
         by_frame: dict[int, list[FaceRow]] = {}
         for r in rows:
-            if r.landmarks is not None and (self.opt.track is None or r.track_id == self.opt.track):
+            if r.landmarks is None or (self.opt.track is not None and r.track_id != self.opt.track):
+                continue
+            if tracks is None or r.track_id in tracks:
                 by_frame.setdefault(r.frame, []).append(r)
         return by_frame
+
+    def _tracks_like(self, rows: list[FaceRow]) -> set[int]:
+        """Track ids whose mean identity is within dlib's same-person distance of the references."""
+        from vfxswap.faces.extract import reference_embeddings
+        from vfxswap.faces.identity import SAME_PERSON, distance
+
+        refs = reference_embeddings(self.opt.like)
+        if not refs:
+            raise VfxSwapError(f"--like: no face found in {', '.join(self.opt.like)}")
+        centre = np.mean(np.stack(refs), axis=0)
+        keep = set()
+        for tid in {r.track_id for r in rows}:
+            embs = [r.embedding for r in rows if r.track_id == tid and r.embedding is not None]
+            if embs and distance(np.mean(np.stack(embs), axis=0), centre) <= SAME_PERSON:
+                keep.add(tid)
+        if not keep:
+            raise VfxSwapError(f"--like: no face in the plates looks like {', '.join(self.opt.like)}")
+        return keep
 
     # --- one frame ---------------------------------------------------------------------------
 

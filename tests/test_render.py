@@ -213,3 +213,14 @@ def test_layers_comp_and_preview(shot, tmp_path):
     assert np.abs(comp.pixels[..., :3] - expect).max() < 2e-3 * max(1.0, float(expect.max()))
     assert comp.attribute("vfxswap:synthetic") == "true"
     assert (out / "preview.mp4").stat().st_size > 1000
+
+
+def test_demo_runs_end_to_end_in_small(tmp_path, capsys):
+    from vfxswap.demo import run
+
+    where = run(str(tmp_path / "demo"), frames=3, iters=2, batch=2)
+    layer = read_image(where["face layers"].replace("####", "1002"))
+    assert layer.attribute("vfxswap:synthetic") == "true"
+    assert "public domain" in layer.attribute("vfxswap:releaseRef")
+    assert (tmp_path / "demo" / "render" / "preview.mp4").is_file()
+    assert "where to look" in capsys.readouterr().out

@@ -169,6 +169,13 @@ def cmd_render(args) -> int:
     return _exit_for(report.failed)
 
 
+def cmd_demo(args) -> int:
+    from vfxswap.demo import run
+
+    run(args.out, frames=args.frames, iters=args.iters, batch=args.batch)
+    return 0
+
+
 def cmd_model_info(args) -> int:
     from vfxswap.models.store import format_info, model_info
 
@@ -309,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", help="parts not trained, e.g. encoder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="the whole job on built-in material: plate, facesets, model, layers, comp, preview",
+                       description="Builds an HDR ACEScg plate from scikit-image's public-domain astronaut portrait, "
+                                   "extracts, trains a quick model briefly, and renders face layers, a comp and a "
+                                   "preview (a self-swap: the only face that ships with the packages is hers).")
+    p.add_argument("--out", default="vfxswap-demo", help="where everything goes (default ./vfxswap-demo)")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--iters", type=int, default=250, help="training iterations (more looks better, takes longer)")
+    p.add_argument("--batch", type=int, default=8)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="a model over plates -> premultiplied RGBA EXR face layers",
                        description="Render the source identity (A) over the destination performer's faces in "

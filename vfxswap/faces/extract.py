@@ -353,7 +353,7 @@ class Extractor:
         reach = HOG_MIN_FACE / scale
         want = self.opt.min_size or reach
         upsample = 0 if want >= reach else 1 if want * 2 >= reach else 2
-        if source not in self._told:
+        if not self._told:  # once a run: the reach is the same for every source of one size
             self._told.add(source)
             log.info("%s: detecting faces of about %.0f plate pixels and up%s", Path(source).name, reach / 2 ** upsample,
                      "" if self.opt.min_size else " (--min-size finds smaller ones, more slowly)")

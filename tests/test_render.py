@@ -224,3 +224,22 @@ def test_demo_runs_end_to_end_in_small(tmp_path, capsys):
     assert "public domain" in layer.attribute("vfxswap:releaseRef")
     assert (tmp_path / "demo" / "render" / "preview.mp4").is_file()
     assert "where to look" in capsys.readouterr().out
+
+
+def test_marcie_hdr_highlights_survive_pass_through(shared_file, tmp_path):
+    """The shared Marcie portrait pushed 1.5 stops: her skin highlights pass 1.0 and come back
+    in the layer as they were (the pipeline never clips at display white)."""
+    m = read_image(shared_file("exr/marcie/marcie_512_linear_srgb_DERIVED.exr"))
+    hot = Image(m.pixels * np.array([2.83, 2.83, 2.83, 1.0], np.float32), m.channels, m.data_window,
+                m.display_window, dict(m.attributes))
+    write_image(tmp_path / "plates" / "m.1001.exr", hot)
+    extract(str(tmp_path / "plates" / "m.####.exr"), str(tmp_path / "fs"), ExtractOptions(backend="dlib", size=128))
+    render(RenderOptions(model="passthrough", plates=str(tmp_path / "plates" / "m.####.exr"), faceset=str(tmp_path / "fs"),
+                         out=str(tmp_path / "out"), resolution=512, color="none", mask="hull"))
+    face = read_image(tmp_path / "out" / "face.1001.exr").on_display_window()
+    core = face[..., 3] > 0.999
+    plate = hot.pixels[..., :3]
+    over = core & (plate.max(axis=2) > 1.0)
+    assert over.sum() > 50  # highlights above display white inside the face
+    assert np.allclose(face[..., :3][over], plate[over], rtol=2e-2)
+    assert hot.colorspace is None and read_image(tmp_path / "out" / "face.1001.exr").colorspace == "Linear Rec.709 (sRGB)"

@@ -174,6 +174,49 @@ def test_quick_model_learns_the_grid_identities(shared_data, tmp_path):
     previews = sorted((model_dir / "previews").glob("preview_*.png"))
     assert previews and (model_dir / "previews" / "loss.png").is_file()
     shutil.copy(previews[-1], tmp_path / "last_preview.png")
+    _render_b_as_a(shared_data, model_dir, tmp_path)
+
+
+def _render_b_as_a(shared_data, model_dir, tmp_path):
+    """The trained model over B's own footage (frames B was not trained on) and over an HDR plate:
+    layers with the right windows, channels and provenance; highlights above 1 survive."""
+    from vfxswap.plates.convert import convert
+    from vfxswap.plates import read_image
+    from vfxswap.render import RenderOptions, render
+
+    convert(str(shared_data / "videos" / "grid" / "brbk7n.mpg"), str(tmp_path / "b_plates" / "b.####.exr"),
+            frames="1041-1044")
+    extract(str(tmp_path / "b_plates" / "b.####.exr"), str(tmp_path / "b_faces"), ExtractOptions(backend="dlib", size=96))
+    report = render(RenderOptions(model=str(model_dir), plates=str(tmp_path / "b_plates" / "b.####.exr"),
+                                  faceset=str(tmp_path / "b_faces"), out=str(tmp_path / "b_render"), comp=True))
+    assert report.written == [1041, 1042, 1043, 1044] and not report.without_faces
+    layer = read_image(tmp_path / "b_render" / "face.1042.exr", dtype="native")
+    plate = read_image(tmp_path / "b_plates" / "b.1042.exr")
+    assert layer.channels == ("R", "G", "B", "A") and layer.source_format == "half"
+    assert layer.display_window == plate.display_window and layer.data_window.width < plate.display_window.width
+    assert layer.attribute("vfxswap:releaseRef") == f"A: {REF['A']}; B: {REF['B']}"
+    assert layer.attribute("vfxswap:synthetic") == "true" and len(layer.attribute("vfxswap:modelManifestSha256")) == 64
+    comp = read_image(tmp_path / "b_render" / "comp.1042.exr").pixels[..., :3]
+    inside = layer.on_display_window()[..., 3] > 0.9
+    assert np.abs(comp - plate.pixels[..., :3])[inside].mean() > 0.01  # the face changed
+    marcie = shared_data / "exr" / "marcie" / "marcie_512_linear_srgb_DERIVED.exr"
+    if marcie.exists():  # HDR: the portrait exposed up until her skin itself sits above display white
+        from vfxswap.plates import Image, write_image
+
+        m = read_image(marcie)
+        hot = Image(m.pixels * np.array([6.0, 6.0, 6.0, 1.0], np.float32), m.channels, m.data_window,
+                    m.display_window, dict(m.attributes))
+        write_image(tmp_path / "hdr" / "m.1001.exr", hot)
+        extract(str(tmp_path / "hdr" / "m.####.exr"), str(tmp_path / "hdr_faces"), ExtractOptions(backend="dlib", size=96))
+        render(RenderOptions(model=str(model_dir), plates=str(tmp_path / "hdr" / "m.####.exr"),
+                             faceset=str(tmp_path / "hdr_faces"), out=str(tmp_path / "hdr_render")))
+        face = read_image(tmp_path / "hdr_render" / "face.1001.exr").on_display_window()
+        core = face[..., 3] > 0.99
+        plate_peak = float(hot.pixels[..., :3][core].max())
+        layer_peak = float(face[..., :3][core].max())
+        print(f"HDR: plate peak in the face {plate_peak:.2f}, layer peak {layer_peak:.2f}")
+        assert plate_peak > 1.0 and layer_peak > 1.0  # no clip at display white
+        assert float(np.median(face[..., :3][core])) > 0.5 * float(np.median(hot.pixels[..., :3][core]))
 
 
 def test_gan_lr_dropout_and_liae_steps_run_and_resume(synthetic, tmp_path):

@@ -99,6 +99,7 @@ def test_layer_windows_channels_and_provenance_headers(shot, tmp_path):
     dw = layer.data_window
     assert 0 < dw.width < 768 and 0 < dw.height < 768  # the face's padded box only
     assert layer.colorspace in ("ACEScg", "lin_ap1_scene")
+    assert layer.attribute("chromaticities") == pytest.approx((0.713, 0.293, 0.165, 0.830, 0.128, 0.044, 0.32168, 0.33767))
     assert layer.attribute("vfxswap:synthetic") == "true"
     assert "SYNTHETIC" in layer.attribute("ImageDescription")  # the EXR `comments` attribute
     assert layer.attribute("vfxswap:model") == "passthrough"
@@ -243,3 +244,21 @@ def test_marcie_hdr_highlights_survive_pass_through(shared_file, tmp_path):
     assert over.sum() > 50  # highlights above display white inside the face
     assert np.allclose(face[..., :3][over], plate[over], rtol=2e-2)
     assert hot.colorspace is None and read_image(tmp_path / "out" / "face.1001.exr").colorspace == "Linear Rec.709 (sRGB)"
+
+
+def test_a_frame_without_a_face_gets_an_empty_layer(shot, tmp_path):
+    import shutil
+
+    from vfxswap.faceset import Faceset
+
+    fs_copy = tmp_path / "faceset"
+    shutil.copytree(shot / "faceset", fs_copy)
+    with Faceset(fs_copy) as fs:
+        fs.db.execute("DELETE FROM faces WHERE frame = 1002")
+        fs.db.commit()
+    report = render(_options(shot, tmp_path / "out", faceset=str(fs_copy)))
+    assert report.written == list(FRAMES) and report.without_faces == [1002]
+    empty = read_image(tmp_path / "out" / "face.1002.exr")
+    assert empty.data_window.width == 1 and empty.data_window.height == 1
+    assert not empty.pixels.any() and empty.display_window.width == 768
+    assert empty.attribute("vfxswap:synthetic") == "true"

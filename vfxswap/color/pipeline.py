@@ -326,6 +326,21 @@ class ColorPipeline:
         return self._torch_luts[which]
 
 
+def chromaticities_of(space: str, choice: ConfigChoice) -> tuple[float, ...] | None:
+    """EXR `chromaticities` (xy of R, G, B, white) for a linear colour space we know the
+    primaries of, so a file's header says what its numbers mean without OCIO."""
+    cs = choice.config.getColorSpace(space)
+    if cs is None:
+        return None
+    names = {cs.getName(), *cs.getAliases()}
+    if hasattr(cs, "getInteropID"):
+        names.add(cs.getInteropID())
+    for interop, xy in _PRIMARIES.items():
+        if interop in names:
+            return xy
+    return None
+
+
 def guess_plate_space(attributes: dict, pixel_format: str, choice: ConfigChoice) -> str:
     """The colour space a header names (`oiio:ColorSpace`, else EXR `chromaticities` for float
     files), if the config knows it; else the config's scene_linear role."""

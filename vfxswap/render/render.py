@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from vfxswap import __version__, atomic
-from vfxswap.color import ColorPipeline, resolve_config
+from vfxswap.color import ColorPipeline, chromaticities_of, resolve_config
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
@@ -262,6 +262,10 @@ class Renderer:
             if name in plate_img.attributes:
                 layer.attributes[name] = plate_img.attributes[name]
         layer.set_attribute("oiio:ColorSpace", self.pipe.plate_space)
+        if "chromaticities" not in layer.attributes:
+            xy = chromaticities_of(self.pipe.plate_space, self.pipe.choice)
+            if xy is not None:
+                layer.set_attribute("chromaticities", tuple(float(v) for v in xy), "float[8]")
         self._provenance(layer, matrices)
         return layer
 

@@ -161,7 +161,7 @@ def cmd_render(args) -> int:
                                   compression=args.compression, track=args.track, like=args.like,
                                   plate_space=args.plate_space,
                                   ocio=args.ocio, device=args.device, layers=args.layers, comp=args.comp,
-                                  preview=args.preview))
+                                  preview=args.preview, resolution=args.resolution, face_type=args.face_type))
     from vfxswap.plates.frames import format_frames
 
     print(f"{args.out}: wrote {len(report.written)} frame(s), skipped {len(report.skipped)} already complete"
@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ocio", help="OCIO config")
     p.add_argument("--device", default="cpu", help="torch device for the model")
     p.add_argument("--layers", action="store_true", help="add raw (unmasked), matte and stmap layers to each file")
+    p.add_argument("--resolution", type=int, default=256, help="aligned size for --model passthrough")
+    p.add_argument("--face-type", default="whole_face", choices=("full", "whole_face", "head"),
+                   help="face type for --model passthrough (a model brings its own)")
     p.add_argument("--comp", action="store_true", help="also write the face over the plate as comp.####.exr")
     p.add_argument("--preview", action="store_true", help="also write preview.mp4 of the comp through the OCIO view")
     p.set_defaults(func=cmd_render)

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 
 from vfxswap import __version__
 from vfxswap.errors import VfxSwapError
@@ -155,17 +156,22 @@ def cmd_train(args) -> int:
 def cmd_render(args) -> int:
     from vfxswap.render import RenderOptions, render
 
+    emit = None
+    if args.progress == "json":  # one JSON object a line on stdout: what hosts and farm logs read
+        emit = lambda event: print(json.dumps(event), flush=True)
     report = render(RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
                                   frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
                                   color=args.color, name=args.name, skip_existing=args.skip_existing,
                                   compression=args.compression, track=args.track, like=args.like,
                                   plate_space=args.plate_space,
                                   ocio=args.ocio, device=args.device, layers=args.layers, comp=args.comp,
-                                  preview=args.preview, resolution=args.resolution, face_type=args.face_type))
+                                  preview=args.preview, resolution=args.resolution, face_type=args.face_type),
+                    on_event=emit)
     from vfxswap.plates.frames import format_frames
 
-    print(f"{args.out}: wrote {len(report.written)} frame(s), skipped {len(report.skipped)} already complete"
-          + (f"; no face in {format_frames(report.without_faces)}" if report.without_faces else ""))
+    if emit is None:
+        print(f"{args.out}: wrote {len(report.written)} frame(s), skipped {len(report.skipped)} already complete"
+              + (f"; no face in {format_frames(report.without_faces)}" if report.without_faces else ""))
     return _exit_for(report.failed)
 
 
@@ -353,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ocio", help="OCIO config")
     p.add_argument("--device", default="cpu", help="torch device for the model")
     p.add_argument("--layers", action="store_true", help="add raw (unmasked), matte and stmap layers to each file")
+    p.add_argument("--progress", choices=("bar", "json"), default="bar",
+                   help="json: one event a line on stdout (start, each frame, done) for hosts and farm logs")
     p.add_argument("--resolution", type=int, default=256, help="aligned size for --model passthrough")
     p.add_argument("--face-type", default="whole_face", choices=("full", "whole_face", "head"),
                    help="face type for --model passthrough (a model brings its own)")
@@ -377,7 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    """SIGTERM (a host's Cancel, a farm's kill) unwinds like Ctrl-C, so temporary files are
+    removed and every file on disk stays whole."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

@@ -286,13 +286,19 @@ class Renderer:
 
     # --- the range -----------------------------------------------------------------------------
 
-    def run(self) -> RenderReport:
+    def run(self, on_event=None) -> RenderReport:
+        """Render the range; `on_event(dict)` hears about each frame (for hosts and farm logs)."""
         report = RenderReport()
         Path(self.opt.out).mkdir(parents=True, exist_ok=True)
-        for frame in progress(self.frames, desc="render"):
+        emit = on_event or (lambda event: None)
+        emit({"event": "start", "frames": len(self.frames), "first": self.frames[0], "last": self.frames[-1],
+              "output": str(self.pattern), "comp": str(self._comp_pattern) if self.opt.comp else None})
+        started = time.time()
+        for done, frame in enumerate(progress(self.frames, desc="render"), 1):
             target = self.pattern.path(frame)
             if self.opt.skip_existing and _complete(target):
                 report.skipped.append(frame)
+                emit({"event": "frame", "frame": frame, "status": "skipped", "done": done, "total": len(self.frames)})
                 continue
             try:
                 layer = self.render_frame(frame)
@@ -304,13 +310,20 @@ class Renderer:
             except VfxSwapError as exc:
                 report.failed[frame] = str(exc)
                 log.error("frame %d: %s", frame, exc)
+                emit({"event": "frame", "frame": frame, "status": "failed", "error": str(exc), "done": done,
+                      "total": len(self.frames)})
                 continue
             report.written.append(frame)
             if frame not in self.faces:
                 report.without_faces.append(frame)
+            rate = len(report.written) / max(1e-9, time.time() - started)
+            emit({"event": "frame", "frame": frame, "status": "written" if frame in self.faces else "no_face",
+                  "path": target, "done": done, "total": len(self.frames), "fps": round(rate, 3)})
         if self.opt.preview:
             self._preview(report)
         self._manifest(report)
+        emit({"event": "done", "written": report.written, "skipped": report.skipped,
+              "without_faces": report.without_faces, "failed": report.failed})
         return report
 
     @property
@@ -371,5 +384,5 @@ def _complete(path: str) -> bool:
         return False
 
 
-def render(options: RenderOptions) -> RenderReport:
-    return Renderer(options).run()
+def render(options: RenderOptions, on_event=None) -> RenderReport:
+    return Renderer(options).run(on_event)

@@ -1,0 +1,71 @@
+"""vfxswap.hosts: a real render job through the same code the hosts use, cancel, failure text."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from vfxswap.color import ColorPipeline
+from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.hosts import JobRunner, RenderJob
+from vfxswap.plates import Image, read_image, write_image
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostshot")
+    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
+        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
+    for i in range(8):
+        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
+        img.set_attribute("oiio:ColorSpace", "ACEScg")
+        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
+    return root
+
+
+def _job(shot, out, **options):
+    return RenderJob(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"), out=str(out),
+                     faceset=str(shot / "faceset"), options={"color": "none", **options})
+
+
+def test_a_real_render_job_streams_progress_and_names_its_outputs(shot, tmp_path):
+    job = _job(shot, tmp_path / "out", frames="1001-1003", comp=True)
+    events = []
+    result = JobRunner(job).run(events.append)
+    assert result.ok and result.written == [1001, 1002, 1003] and not result.error
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("frame") == 3
+    assert [e["done"] for e in events if e["event"] == "frame"] == [1, 2, 3]
+    outputs = job.outputs()
+    assert outputs["layer"].endswith("face.####.exr") and outputs["comp"].endswith("comp.####.exr")
+    for f in (1001, 1002, 1003):
+        assert read_image(outputs["layer"].replace("####", str(f))).attribute("vfxswap:synthetic") == "true"
+
+
+def test_a_cancelled_job_leaves_only_complete_frames(shot, tmp_path):
+    out = tmp_path / "out"
+    runner = JobRunner(_job(shot, out, resolution=512, layers=True)).start()
+    for event in runner.events():
+        if event["event"] == "frame":
+            runner.cancel()  # as a host's Cancel button does
+    result = runner.wait(timeout=120)
+    assert result.cancelled and result.returncode != 0
+    files = sorted(os.listdir(out))
+    frames = [f for f in files if f.startswith("face.")]
+    assert 1 <= len(frames) < 8
+    assert not [f for f in files if f.startswith(".")]  # no temporary file left behind
+    for name in frames:  # every frame on disk reads whole
+        assert read_image(out / name).pixels.shape[2] == 10
+
+
+def test_a_failing_engine_surfaces_its_error_text(shot, tmp_path):
+    job = RenderJob(model=str(tmp_path / "no-such-model"), plates=str(shot / "plates" / "plate.####.exr"),
+                    out=str(tmp_path / "out"), faceset=str(shot / "faceset"))
+    result = JobRunner(job).run()
+    assert not result.ok and result.returncode == 1
+    assert "no-such-model" in result.error and "Traceback" not in result.error

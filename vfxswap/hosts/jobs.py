@@ -1,0 +1,137 @@
+"""Engine jobs as the hosts run them: build the command, start it, stream progress, cancel.
+
+Host-agnostic (no Nuke, Resolve or Qt import): the Nuke gizmo, the Resolve script, the panel
+and a farm wrapper all go through `RenderJob` and `JobRunner`, so every host runs the same
+engine the same way. The engine runs in its own process (never inside the host's Python: GPU
+work and crashes stay out of the artist's session) and reports JSON lines on stdout
+(`vfxswap render --progress json`); stderr is kept for the error text a host shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+@dataclass
+class RenderJob:
+    """One shot's render: what a host knows (plates, range, model, output) plus options."""
+
+    model: str
+    plates: str
+    out: str
+    faceset: str | None = None
+    frames: str | None = None
+    options: dict = field(default_factory=dict)  # e.g. {"mask": "product", "erode": 2, "comp": True}
+    python: str = sys.executable  # the engine's interpreter (a host's own Python may differ)
+
+    def command(self) -> list[str]:
+        cmd = [self.python, "-m", "vfxswap", "render", "--model", self.model, "--plates", self.plates,
+               "--out", self.out, "--progress", "json"]
+        if self.faceset:
+            cmd += ["--faceset", self.faceset]
+        if self.frames:
+            cmd += ["--frames", self.frames]
+        for key, value in self.options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                cmd.append(flag)
+            elif value not in (None, False):
+                cmd += [flag] + ([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])
+        return cmd
+
+    def outputs(self) -> dict[str, str]:
+        """Where the results land, as hosts name them (Nuke `####` patterns)."""
+        out = Path(self.out)
+        names = {"layer": str(out / "face.####.exr")}
+        if self.options.get("comp"):
+            names["comp"] = str(out / "comp.####.exr")
+        if self.options.get("preview"):
+            names["preview"] = str(out / "preview.mp4")
+        return names
+
+
+@dataclass
+class JobResult:
+    returncode: int
+    written: list[int]
+    failed: dict[int, str]
+    cancelled: bool
+    error: str  # the engine's own words when it failed (last lines of stderr)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.cancelled
+
+
+class JobRunner:
+    """Runs one job in a subprocess; `events()` yields its progress, `cancel()` stops it."""
+
+    def __init__(self, job: RenderJob, env: dict | None = None):
+        self.job = job
+        self._env = dict(os.environ, **(env or {}))
+        self._proc: subprocess.Popen | None = None
+        self._stderr: deque[str] = deque(maxlen=40)
+        self._cancelled = False
+        self.written: list[int] = []
+        self.failed: dict[int, str] = {}
+
+    def start(self) -> "JobRunner":
+        self._proc = subprocess.Popen(self.job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=self._env, bufsize=1)
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        return self
+
+    def _drain_stderr(self) -> None:
+        for line in self._proc.stderr:
+            self._stderr.append(line.rstrip())
+
+    def events(self) -> Iterator[dict]:
+        """Progress events as the engine sends them; lines that are not JSON come as `log` events."""
+        if self._proc is None:
+            self.start()
+        for line in self._proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": "log", "text": line}
+            if event.get("event") == "frame":
+                if event.get("status") in ("written", "no_face"):
+                    self.written.append(event["frame"])
+                elif event.get("status") == "failed":
+                    self.failed[event["frame"]] = event.get("error", "")
+            yield event
+
+    def cancel(self) -> None:
+        """Stop the engine: SIGTERM lets it remove its temporary file; every frame already on
+        disk is whole (writes are atomic), and nothing half-written is left under a final name."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._cancelled = True
+            self._proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        for _ in self.events():  # consume what is left so the pipe never blocks the engine
+            pass
+        code = self._proc.wait(timeout=timeout)
+        lines = [line for line in self._stderr if line and not line.startswith("vfxswap: info:")]
+        errors = [line for line in lines if "error" in line.lower()] or lines
+        return JobResult(code, sorted(self.written), dict(self.failed), self._cancelled,
+                         "\n".join(errors[-5:]) if code not in (0, 130) or self.failed else "")
+
+    def run(self, on_event=None) -> JobResult:
+        """Start, stream every event to `on_event`, and wait: the one-call form."""
+        for event in self.events():
+            if on_event:
+                on_event(event)
+        return self.wait()

@@ -182,6 +182,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_panel(args) -> int:
+    from vfxswap.hosts.panel import main as panel_main
+
+    return panel_main(args.panel_args)
+
+
 def cmd_model_info(args) -> int:
     from vfxswap.models.store import format_info, model_info
 
@@ -367,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comp", action="store_true", help="also write the face over the plate as comp.####.exr")
     p.add_argument("--preview", action="store_true", help="also write preview.mp4 of the comp through the OCIO view")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("panel", help="a small Qt window to set up, run and watch render jobs (the hosts' panel)",
+                       add_help=False)
+    p.add_argument("panel_args", nargs=argparse.REMAINDER, help="--model, --plates, --faceset, --out, --frames")
+    p.set_defaults(func=cmd_panel)
 
     model = sub.add_parser("model", help="inspect a model folder")
     msub2 = model.add_subparsers(dest="model_command", metavar="ACTION")

@@ -1,0 +1,359 @@
+"""resolve_scripts/vfxswap_resolve.py against fake Resolve API objects (no Resolve here), plus one
+real passthrough engine run through its run_engine."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+
+from vfxswap.color import ColorPipeline
+from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.plates import Image, read_image, write_image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "resolve_scripts" / "vfxswap_resolve.py"
+
+
+@pytest.fixture(scope="module")
+def rs():
+    spec = importlib.util.spec_from_file_location("vfxswap_resolve", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# --- fakes: record calls, behave like the documented API -------------------------------------
+
+class Recorder:
+    def __init__(self, log):
+        self.log = log
+
+    def _rec(self, name, *args):
+        self.log.append((name,) + args)
+
+
+class FakeMediaPoolItem(Recorder):
+    def __init__(self, log, props):
+        super().__init__(log)
+        self.props = dict(props)
+
+    def GetClipProperty(self, key=None):
+        return dict(self.props) if key is None else self.props.get(key, "")
+
+    def SetClipProperty(self, key, value):
+        self._rec("SetClipProperty", key, value)
+        self.props[key] = value
+        return True
+
+
+class FakeTimelineItem(Recorder):
+    def __init__(self, log, mpi, start, end):
+        super().__init__(log)
+        self.mpi, self.start, self.end, self.props = mpi, start, end, {}
+
+    def GetStart(self, subframe=False):
+        return self.start
+
+    def GetEnd(self, subframe=False):
+        return self.end
+
+    def GetMediaPoolItem(self):
+        return self.mpi
+
+    def SetProperty(self, key, value):
+        self._rec("SetProperty", key, value)
+        self.props[key] = value
+        return True
+
+
+class FakeFolder:
+    def __init__(self, name):
+        self.name, self.subs = name, []
+
+    def GetName(self):
+        return self.name
+
+    def GetSubFolderList(self):
+        return list(self.subs)
+
+
+class FakeTimeline(Recorder):
+    def __init__(self, log, tracks):
+        super().__init__(log)
+        self.tracks = tracks  # list of lists of FakeTimelineItem, track 1 first
+        self.current = None
+
+    def GetTrackCount(self, kind):
+        return len(self.tracks) if kind == "video" else 0
+
+    def AddTrack(self, kind, *args):
+        self._rec("AddTrack", kind)
+        self.tracks.append([])
+        return True
+
+    def GetItemListInTrack(self, kind, index):
+        return list(self.tracks[index - 1])
+
+    def GetCurrentVideoItem(self):
+        return self.current
+
+
+class FakeMediaPool(Recorder):
+    def __init__(self, log, timeline, drop_first=0):
+        super().__init__(log)
+        self.root = FakeFolder("Master")
+        self.current_folder = self.root
+        self.timeline = timeline
+        self.drop = drop_first  # appends to drop silently (as Resolve does on overlap)
+        self.imported = []
+
+    def GetRootFolder(self):
+        return self.root
+
+    def AddSubFolder(self, parent, name):
+        self._rec("AddSubFolder", parent, name)
+        folder = FakeFolder(name)
+        parent.subs.append(folder)
+        return folder
+
+    def SetCurrentFolder(self, folder):
+        self._rec("SetCurrentFolder", folder)
+        self.current_folder = folder
+        return True
+
+    def ImportMedia(self, items):
+        self._rec("ImportMedia", items)
+        info = items[0]
+        mpi = FakeMediaPoolItem(self.log, {"File Path": info["FilePath"], "Alpha mode": "None",
+                                           "Frames": str(info["EndIndex"] - info["StartIndex"] + 1)})
+        mpi.folder = self.current_folder
+        self.imported.append(mpi)
+        return [mpi]
+
+    def AppendToTimeline(self, infos):
+        self._rec("AppendToTimeline", infos)
+        out = []
+        for info in infos:
+            if self.drop:
+                self.drop -= 1
+                out.append(FakeTimelineItem(self.log, info["mediaPoolItem"], 0, 0))  # returned, never placed
+                continue
+            item = FakeTimelineItem(self.log, info["mediaPoolItem"], info["recordFrame"],
+                                    info["recordFrame"] + info["endFrame"] - info["startFrame"])
+            self.timeline.tracks[info["trackIndex"] - 1].append(item)
+            out.append(item)
+        return out
+
+
+class FakeProject(Recorder):
+    def __init__(self, log, rendering_polls=3):
+        super().__init__(log)
+        self.polls = rendering_polls
+        self.settings = None
+        self.on_render = None
+
+    def SetCurrentRenderFormatAndCodec(self, fmt, codec):
+        self._rec("SetCurrentRenderFormatAndCodec", fmt, codec)
+        return True
+
+    def SetCurrentRenderMode(self, mode):
+        self._rec("SetCurrentRenderMode", mode)
+        return True
+
+    def SetRenderSettings(self, settings):
+        self._rec("SetRenderSettings", settings)
+        self.settings = settings
+        return True
+
+    def AddRenderJob(self):
+        self._rec("AddRenderJob")
+        return "job-1"
+
+    def StartRendering(self, jobs, interactive=False):
+        self._rec("StartRendering", jobs)
+        return True
+
+    def IsRenderingInProgress(self):
+        self._rec("IsRenderingInProgress")
+        self.polls -= 1
+        if self.polls < 0 and self.on_render:  # frames appear once the render is done
+            self.on_render(self.settings)
+            self.on_render = None
+        return self.polls >= 0
+
+
+def _shot(log, plate_track=1, tracks=1, start=86400, length=10):
+    plate_mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[1001-1010].exr", "Start": "1001",
+                                        "End": "1010", "Input Color Space": "ACEScg"})
+    plate = FakeTimelineItem(log, plate_mpi, start, start + length)
+    timeline = FakeTimeline(log, [[] for _ in range(tracks)])
+    timeline.tracks[plate_track - 1].append(plate)
+    return plate, timeline
+
+
+# --- plate_of ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,props,expected", [
+    ("/shots/sh010/plate.[1001-1100].exr", {}, ("/shots/sh010/plate.%04d.exr", 1001, 1100)),
+    ("/shots/sh010/plate.[1001-1100].exr", {"Start": "1010", "End": "1020"}, ("/shots/sh010/plate.%04d.exr", 1010, 1020)),
+    ("/shots/sh010/plate_[0001-0100].dpx", {}, ("/shots/sh010/plate_%04d.dpx", 1, 100)),
+    ("/shots/sh010/plate.%04d.exr", {"Start": "1001", "End": "1100"}, ("/shots/sh010/plate.%04d.exr", 1001, 1100)),
+    ("/shots/sh010/plate.mov", {"Start": "0", "End": "99"}, None),
+    ("/shots/sh010/still.exr", {}, None),
+])
+def test_plate_of_reads_both_sequence_spellings_and_rejects_movies(rs, path, props, expected):
+    item = FakeTimelineItem([], FakeMediaPoolItem([], {"File Path": path, **props}), 0, 10)
+    assert rs.plate_of(item) == expected
+
+
+# --- import_layers ----------------------------------------------------------------------------
+
+def test_import_layers_selects_the_bin_first_and_sets_alpha_and_colour_space(rs):
+    log = []
+    plate, timeline = _shot(log)
+    pool = FakeMediaPool(log, timeline)
+    layer = rs.import_layers(pool, pool.GetRootFolder(), "/out/face.%04d.exr", 1001, 1010, plate.GetMediaPoolItem())
+    names = [c[0] for c in log]
+    assert names.index("AddSubFolder") < names.index("SetCurrentFolder") < names.index("ImportMedia")
+    (imp,) = [c for c in log if c[0] == "ImportMedia"]
+    assert imp[1] == [{"FilePath": "/out/face.%04d.exr", "StartIndex": 1001, "EndIndex": 1010}]
+    assert layer.folder.GetName() == "vfxswap"
+    assert layer.GetClipProperty("Alpha mode") == "Premultiplied"
+    assert layer.GetClipProperty("Input Color Space") == "ACEScg"
+    # a second import reuses the bin
+    rs.import_layers(pool, pool.GetRootFolder(), "/out/face.%04d.exr", 1001, 1010, plate.GetMediaPoolItem())
+    assert [c[0] for c in log].count("AddSubFolder") == 1 and len(pool.GetRootFolder().subs) == 1
+
+
+def test_import_layers_fails_clearly_when_a_property_does_not_stick(rs):
+    log = []
+    plate, timeline = _shot(log)
+    pool = FakeMediaPool(log, timeline)
+    orig = FakeMediaPoolItem.SetClipProperty
+    try:
+        FakeMediaPoolItem.SetClipProperty = lambda self, k, v: False
+        with pytest.raises(rs.ResolveGlueError, match="Alpha mode"):
+            rs.import_layers(pool, pool.GetRootFolder(), "/out/face.%04d.exr", 1001, 1010)
+    finally:
+        FakeMediaPoolItem.SetClipProperty = orig
+
+
+# --- place_above ------------------------------------------------------------------------------
+
+def _layer(log, frames=10):
+    return FakeMediaPoolItem(log, {"File Path": "/out/face.[1001-1010].exr", "Frames": str(frames)})
+
+
+def test_place_above_puts_the_layer_on_the_next_track_at_the_plate_start(rs):
+    log = []
+    plate, timeline = _shot(log, tracks=2)
+    pool, layer = FakeMediaPool(log, timeline), _layer(log)
+    placed = rs.place_above(timeline, plate, layer, media_pool=pool)
+    (app,) = [c for c in log if c[0] == "AppendToTimeline"]
+    assert app[1] == [{"mediaPoolItem": layer, "startFrame": 0, "endFrame": 10, "trackIndex": 2,
+                       "recordFrame": 86400}]
+    assert "AddTrack" not in [c[0] for c in log]
+    assert placed in timeline.tracks[1] and placed.GetStart() == 86400 and placed.GetEnd() == 86410
+    assert placed.props == {"CompositeMode": 0}
+
+
+def test_place_above_adds_a_track_when_needed(rs):
+    log = []
+    plate, timeline = _shot(log, tracks=1)
+    pool, layer = FakeMediaPool(log, timeline), _layer(log)
+    rs.bind_media_pool(timeline, pool)  # the no-media_pool form
+    placed = rs.place_above(timeline, plate, layer)
+    assert [c for c in log if c[0] == "AddTrack"] == [("AddTrack", "video")]
+    assert timeline.GetTrackCount("video") == 2 and placed in timeline.tracks[1]
+
+
+def test_place_above_retries_on_a_new_track_when_the_append_is_silently_dropped(rs):
+    log = []
+    plate, timeline = _shot(log, tracks=2)
+    pool, layer = FakeMediaPool(log, timeline, drop_first=1), _layer(log)
+    placed = rs.place_above(timeline, plate, layer, media_pool=pool)
+    appends = [c[1][0]["trackIndex"] for c in log if c[0] == "AppendToTimeline"]
+    assert appends == [2, 3] and [c[0] for c in log].count("AddTrack") == 1
+    assert placed in timeline.tracks[2] and placed.props == {"CompositeMode": 0}
+
+
+def test_place_above_raises_after_the_retries(rs):
+    log = []
+    plate, timeline = _shot(log, tracks=2)
+    pool, layer = FakeMediaPool(log, timeline, drop_first=99), _layer(log)
+    with pytest.raises(rs.ResolveGlueError, match="did not place the face layer"):
+        rs.place_above(timeline, plate, layer, retries=2, media_pool=pool)
+    assert [c[0] for c in log].count("AppendToTimeline") == 3
+
+
+# --- render_plate -----------------------------------------------------------------------------
+
+def test_render_plate_renders_exr_half_zip_over_the_item_range_and_waits(rs, tmp_path):
+    log = []
+    plate, _ = _shot(log)
+    project = FakeProject(log, rendering_polls=3)
+
+    def write_frames(settings):
+        for f in range(86400, 86410):
+            (Path(settings["TargetDir"]) / f"{settings['CustomName']}{f:08d}.exr").write_bytes(b"")
+    project.on_render = write_frames
+    sleeps = []
+    pattern = rs.render_plate(project, plate, tmp_path / "plate", sleep=sleeps.append)
+    assert ("SetCurrentRenderFormatAndCodec", "exr", "RGBHalfZIP") in log
+    assert ("SetCurrentRenderMode", 0) in log
+    assert project.settings["MarkIn"] == 86400 and project.settings["MarkOut"] == 86409
+    assert project.settings["TargetDir"] == str(tmp_path / "plate") and project.settings["CustomName"] == "plate"
+    assert ("StartRendering", ["job-1"]) in log
+    assert [c[0] for c in log].count("IsRenderingInProgress") == 4 and len(sleeps) == 3
+    assert pattern == str(tmp_path / "plate" / "plate%08d.exr")
+    assert rs._scan_sequence(str(tmp_path / "plate"), "plate") == (pattern, 86400, 86409)
+
+
+def test_render_plate_times_out(rs, tmp_path):
+    log = []
+    plate, _ = _shot(log)
+    project = FakeProject(log, rendering_polls=10**6)
+    with pytest.raises(rs.ResolveGlueError, match="did not finish"):
+        rs.render_plate(project, plate, tmp_path / "plate", timeout=2.0, poll=0.5, sleep=lambda s: None)
+
+
+# --- run_engine: a real passthrough render job ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resolveshot")
+    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
+        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
+    for i in range(3):
+        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
+        img.set_attribute("oiio:ColorSpace", "ACEScg")
+        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
+    return root
+
+
+def test_run_engine_runs_a_real_passthrough_job_and_the_layers_import(rs, shot, tmp_path):
+    out = tmp_path / "out"
+    events = []
+    result = rs.run_engine(str(shot / "plates" / "plate.%04d.exr"), 1001, 1003, "passthrough", str(out),
+                           {"faceset": str(shot / "faceset"), "color": "none"}, on_event=events.append)
+    assert result.ok and result.written == [1001, 1002, 1003] and not result.error, result.error
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    for f in result.written:
+        assert read_image(out / f"face.{f}.exr").attribute("vfxswap:synthetic") == "true"
+    # the written layers feed straight into import_layers
+    log = []
+    plate, timeline = _shot(log)
+    pool = FakeMediaPool(log, timeline)
+    layer = rs.import_layers(pool, pool.GetRootFolder(), str(out / "face.%04d.exr"), min(result.written),
+                             max(result.written), plate.GetMediaPoolItem())
+    assert layer.GetClipProperty("Frames") == "3"
+
+
+def test_run_engine_surfaces_the_engine_error(rs, shot, tmp_path):
+    result = rs.run_engine(str(shot / "plates" / "plate.%04d.exr"), 1001, 1001, str(tmp_path / "no-such-model"),
+                           str(tmp_path / "out"), {"faceset": str(shot / "faceset")})
+    assert not result.ok and "no-such-model" in result.error

@@ -1,0 +1,1 @@
+"""vfxswap Nuke host layer: only host.py imports nuke."""

@@ -1,0 +1,110 @@
+"""What the VfxSwap gizmo's buttons do. Nuke is reached only through `host`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from vfxswap.hosts import JobRunner, RenderJob
+
+from vfxswap_nuke import host
+
+
+def engine_python() -> str:
+    """The interpreter that runs the engine: $VFXSWAP_PYTHON, else this Python when it is one
+    (inside Nuke, sys.executable is the Nuke binary, not a Python)."""
+    explicit = os.environ.get("VFXSWAP_PYTHON")
+    if explicit:
+        return explicit
+    if "python" in os.path.basename(sys.executable).lower():
+        return sys.executable
+    return "python3"
+
+
+def frame_range(values, plate):
+    first, last = int(values.get("first_frame") or 0), int(values.get("last_frame") or 0)
+    if first and last and last >= first:
+        return first, last
+    if plate:
+        return plate[1], plate[2]
+    return host.root_range()
+
+
+def build_job(values, plates, first, last) -> RenderJob:
+    options = {"mask": values.get("mask") or "product", "color": values.get("color") or "rct",
+               "face_type": values.get("face_type") or "whole_face", "erode": float(values.get("erode") or 0.0),
+               "blur": float(values.get("blur") or 0.0), "layers": bool(values.get("layers"))}
+    return RenderJob(model=str(values.get("model") or ""), plates=plates, out=str(values["out_dir"]),
+                     faceset=values.get("faceset") or None, frames=f"{first}-{last}", options=options,
+                     python=engine_python())
+
+
+def prepare(node):
+    """Main thread: knobs -> (job, first, last); writes the plate first when input 0 is not an EXR Read."""
+    values = host.knob_values(node)
+    if not values.get("model") or not values.get("out_dir"):
+        raise ValueError("VfxSwap: set Model and Output first")
+    plate = host.input_plate_path(node)
+    first, last = frame_range(values, plate)
+    plates = plate[0] if plate else host.write_plate(node, os.path.join(values["out_dir"], "plate"), first, last)
+    return build_job(values, plates, first, last), first, last
+
+
+def render(node):
+    """The Render button: start the engine in a worker thread; returns the thread (None on error)."""
+    try:
+        job, first, last = prepare(node)
+    except Exception as exc:  # noqa: BLE001 - shown to the artist, not raised into Nuke's UI
+        host.message(str(exc))
+        return None
+    host.set_status(node, f"rendering {first}-{last}")
+    thread = threading.Thread(target=_work, args=(node, job, first, last), name="vfxswap-render", daemon=True)
+    thread.start()
+    return thread
+
+
+def _work(node, job, first, last) -> None:
+    task = host.progress_task("vfxswap")
+    runner = JobRunner(job)
+    finished = threading.Event()
+
+    def watch_cancel():
+        while not finished.wait(0.2):
+            if task.isCancelled():
+                runner.cancel()
+                return
+
+    try:
+        runner.start()
+        threading.Thread(target=watch_cancel, daemon=True).start()
+        for event in runner.events():
+            if event.get("event") == "frame":
+                total = max(int(event.get("total") or 1), 1)
+                task.setProgress(int(event.get("done", 0)) * 100 // total)
+                task.setMessage(f"frame {event.get('frame')}")
+        result = runner.wait()
+    except Exception as exc:  # noqa: BLE001
+        finished.set()
+        host.in_main_thread(_failed, node, f"vfxswap: {exc}")
+        return
+    finally:
+        finished.set()
+    if result.ok:
+        host.in_main_thread(_apply, node, job.outputs()["layer"], first, last, len(result.written))
+    elif result.cancelled:
+        host.in_main_thread(host.set_status, node, f"cancelled ({len(result.written)} frame(s) written)")
+    else:
+        host.in_main_thread(_failed, node, result.error or f"vfxswap render failed (exit {result.returncode})")
+    del task  # closes Nuke's progress bar
+
+
+def _apply(node, pattern, first, last, written) -> None:
+    host.set_read(node, pattern, first, last)
+    host.set_status(node, f"done: {written} frame(s) {first}-{last}")
+
+
+def _failed(node, text) -> None:
+    host.set_status(node, "failed")
+    host.message(text)

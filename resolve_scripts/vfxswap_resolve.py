@@ -43,7 +43,6 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 
 SEQUENCE_EXTS = (".exr", ".dpx")
 BIN_NAME = "vfxswap"

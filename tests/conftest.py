@@ -85,3 +85,28 @@ def write_faceset(folder, yaws=YAWS, size=SIZE, face_type="whole_face", seed=7):
     return folder
 
 
+
+
+# --- a tiny real shot: the astronaut (public domain) as ACEScg EXR frames, with its faceset ----
+
+def make_astronaut_shot(root, frames: int = 3):
+    """`frames` half-EXR plates (1001 on, drifting a pixel a frame) and a dlib faceset of them."""
+    import skimage.data
+
+    from vfxswap.color import ColorPipeline
+    from vfxswap.faces.extract import ExtractOptions, extract
+    from vfxswap.plates import Image, write_image
+
+    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
+        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
+    for i in range(frames):
+        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
+        img.set_attribute("oiio:ColorSpace", "ACEScg")
+        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
+    return root
+
+
+@pytest.fixture(scope="module")
+def astronaut_shot(tmp_path_factory):
+    return make_astronaut_shot(tmp_path_factory.mktemp("shot"))

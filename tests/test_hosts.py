@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import os
 
-import cv2
-import numpy as np
 import pytest
-import skimage.data
 
-from vfxswap.color import ColorPipeline
-from vfxswap.faces.extract import ExtractOptions, extract
 from vfxswap.hosts import JobRunner, RenderJob
-from vfxswap.plates import Image, read_image, write_image
+from vfxswap.plates import read_image
+from conftest import make_astronaut_shot
 
 
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostshot")
-    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
-        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
-    for i in range(8):
-        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
-        img.set_attribute("oiio:ColorSpace", "ACEScg")
-        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
-    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
-    return root
+    return make_astronaut_shot(tmp_path_factory.mktemp("hostshot"), frames=8)
 
 
 def _job(shot, out, **options):

@@ -9,13 +9,9 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
-import skimage.data
 
-from vfxswap.color import ColorPipeline
-from vfxswap.faces.extract import ExtractOptions, extract
-from vfxswap.plates import Image, write_image
+from conftest import make_astronaut_shot
 
 PLUGIN = Path(__file__).resolve().parents[1] / "nuke_plugin"
 
@@ -263,15 +259,7 @@ def test_input_plate_path_only_for_exr_sequence_reads(nuke):
 
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nukeshot")
-    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
-        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
-    for i in range(3):
-        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
-        img.set_attribute("oiio:ColorSpace", "ACEScg")
-        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
-    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
-    return root
+    return make_astronaut_shot(tmp_path_factory.mktemp("nukeshot"), frames=3)
 
 
 def test_render_runs_a_real_job_and_points_read_faces_at_it(nuke, shot, tmp_path):

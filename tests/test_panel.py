@@ -9,17 +9,13 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import skimage.data
 
 pytest.importorskip("PySide6", reason="the panel needs a Qt binding")
 
-from vfxswap.color import ColorPipeline  # noqa: E402
-from vfxswap.faces.extract import ExtractOptions, extract  # noqa: E402
 from vfxswap.hosts.panel import SwapPanel  # noqa: E402
 from vfxswap.hosts.qt import BINDING, QtWidgets  # noqa: E402
-from vfxswap.plates import Image, write_image  # noqa: E402
+from conftest import make_astronaut_shot
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -31,16 +27,7 @@ def app():
 
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("panelshot")
-    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
-        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
-    for i in range(3):
-        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
-        img.set_attribute("oiio:ColorSpace", "ACEScg")
-        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
-    pattern = root / "plates" / "plate.####.exr"
-    extract(str(pattern), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
-    return root
+    return make_astronaut_shot(tmp_path_factory.mktemp("panelshot"), frames=3)
 
 
 def _wait(app, panel, timeout=45.0):

@@ -6,13 +6,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
-import skimage.data
 
-from vfxswap.color import ColorPipeline
-from vfxswap.faces.extract import ExtractOptions, extract
-from vfxswap.plates import Image, read_image, write_image
+from vfxswap.plates import read_image
+from conftest import make_astronaut_shot
 
 SCRIPT = Path(__file__).resolve().parents[1] / "resolve_scripts" / "vfxswap_resolve.py"
 
@@ -324,15 +321,7 @@ def test_render_plate_times_out(rs, tmp_path):
 
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resolveshot")
-    lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
-        skimage.data.astronaut().astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg")
-    for i in range(3):
-        img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
-        img.set_attribute("oiio:ColorSpace", "ACEScg")
-        write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
-    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
-    return root
+    return make_astronaut_shot(tmp_path_factory.mktemp("resolveshot"), frames=3)
 
 
 def test_run_engine_runs_a_real_passthrough_job_and_the_layers_import(rs, shot, tmp_path):

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.faces.align import MIRROR_68, template_points
-from vfxswap.faceset import Faceset, FaceRow
-from vfxswap.masks.hull import hull_mask
-from vfxswap.plates import Image, read_image, write_image
+from vfxswap.faces.align import MIRROR_68
+from vfxswap.faceset import Faceset
+from vfxswap.plates import read_image
 from vfxswap.train.data import EpochBatchSampler, FaceSamples, make_loader
 
 from conftest import SIZE, YAWS, write_faceset

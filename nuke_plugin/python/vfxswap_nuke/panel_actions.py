@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 
 from vfxswap.hosts import JobRunner, RenderJob
 
@@ -70,7 +69,7 @@ def _work(node, job, first, last) -> None:
     runner = JobRunner(job)
     finished = threading.Event()
 
-    def watch_cancel():
+    def watch_cancel(task=task):  # its own reference: `del task` below must not break it
         while not finished.wait(0.2):
             if task.isCancelled():
                 runner.cancel()

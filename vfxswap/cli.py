@@ -188,6 +188,27 @@ def cmd_panel(args) -> int:
     return panel_main(args.panel_args)
 
 
+def cmd_farm(args) -> int:
+    import shutil
+
+    from vfxswap.farm.bundle import run_bundle, write_bundle
+
+    if args.farm_command == "bundle":
+        options = {k: v for k, v in (("mask", args.mask), ("color", args.color), ("layers", args.layers),
+                                     ("comp", args.comp)) if v}
+        folder = write_bundle(args.out, plates=args.plates, model=args.model, faceset=args.faceset,
+                              out=args.render_out, frames=args.frames, chunk=args.chunk, options=options,
+                              vfxswap=args.engine or shutil.which("vfxswap") or "vfxswap")
+        print(f"bundle {folder}: openjd run {folder}/template.yaml --job-param file://{folder}/parameter_values.yaml"
+              f"  (or: deadline bundle submit {folder})")
+        return 0
+    done = run_bundle(args.bundle)
+    sys.stdout.write(done.stdout[-4000:])
+    if done.returncode:
+        print(f"vfxswap: error: openjd run failed (exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
+    return 1 if done.returncode else 0
+
+
 def cmd_model_info(args) -> int:
     from vfxswap.models.store import format_info, model_info
 
@@ -378,6 +399,27 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("panel_args", nargs=argparse.REMAINDER, help="--model, --plates, --faceset, --out, --frames")
     p.set_defaults(func=cmd_panel)
+
+    farm = sub.add_parser("farm", help="render farm jobs (Open Job Description bundles)")
+    fsub2 = farm.add_subparsers(dest="farm_command", metavar="ACTION")
+    p = fsub2.add_parser("bundle", help="write an OpenJD job bundle: extract if needed, then chunked render tasks")
+    p.add_argument("--plates", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--faceset", required=True, help="destination faceset (extracted by the job when absent)")
+    p.add_argument("--render-out", required=True, help="where the face layers go")
+    p.add_argument("--frames", required=True, help="e.g. 1001-1100")
+    p.add_argument("--chunk", type=int, default=10, help="frames per task")
+    p.add_argument("--out", required=True, help="the bundle folder")
+    p.add_argument("--mask")
+    p.add_argument("--color")
+    p.add_argument("--layers", action="store_true")
+    p.add_argument("--comp", action="store_true")
+    p.add_argument("--engine", help="the vfxswap command on the farm nodes (default: this one)")
+    p.set_defaults(func=cmd_farm)
+    p = fsub2.add_parser("run", help="run a bundle on this machine through `openjd run`")
+    p.add_argument("bundle")
+    p.set_defaults(func=cmd_farm)
+    farm.set_defaults(func=lambda args: farm.print_help() or 2)
 
     model = sub.add_parser("model", help="inspect a model folder")
     msub2 = model.add_subparsers(dest="model_command", metavar="ACTION")

@@ -1,0 +1,1 @@
+"""Farm jobs: Open Job Description bundles of chunked, retry-safe renders."""

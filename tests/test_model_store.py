@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import logging
+import io
 import os
 import pickle
 import random
@@ -158,9 +159,9 @@ class _Evil:
 
 
 def test_planted_pickle_as_weights_is_refused_and_never_executed(tmp_path):
-    # the payload is live: unpickling it does create its marker
+    # the payload is live: this test's own deliberate unpickle of it does create its marker
     probe = tmp_path / "probe"
-    pickle.loads(pickle.dumps(_Evil(probe))).close()
+    pickle.Unpickler(io.BytesIO(pickle.dumps(_Evil(probe)))).load().close()
     assert probe.exists()
 
     folder, marker = tmp_path / "m", tmp_path / "PWNED"

@@ -1,62 +1,314 @@
-"""Farm bundles: an OpenJD bundle runs through `openjd run` in chunks and writes the same bytes as
-one render; a killed chunk re-run completes with no partial frames."""
+"""Farm jobs: an OpenJD bundle for a GRID clip (extract, train on two gloo processes, render in
+chunks of 4 through one engine per session) runs through `openjd run` and writes the same bytes
+as one `vfxswap render`; a chunk killed mid-write and re-run leaves no partial frame; `farm
+status` tells done, missing and failed; the session engine renders what a plain render does."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from conftest import make_astronaut_shot
-from vfxswap.farm.bundle import run_bundle, template, write_bundle
+from vfxswap.atomic import is_temp_path, temp_path_for
+from vfxswap.farm import session
+from vfxswap.farm.bundle import run_bundle, run_command, template, write_bundle
+from vfxswap.farm.job import FarmJob, TrainStep
+from vfxswap.farm.status import farm_status
 from vfxswap.render import RenderOptions, render
-from vfxswap.train.trainer import TrainOptions, train
 
-ENGINE = str(Path(sys.executable).parent / "vfxswap")
+BIN = Path(sys.executable).parent
+ENGINE = str(BIN / "vfxswap")
+GRID = "videos/grid/bbaf2n.mpg"
 
 
-@pytest.fixture(scope="module")
-def shot_and_model(tmp_path_factory):
-    if shutil.which("openjd") is None and not (Path(sys.executable).parent / "openjd").exists():
-        pytest.skip("openjd-cli is not installed")
-    root = make_astronaut_shot(tmp_path_factory.mktemp("farm"), frames=5)
-    train(TrainOptions(src=str(root / "faceset"), dst=str(root / "faceset"), model_dir=str(root / "model"),
-                       release_ref={"A": "REL-FARM", "B": "REL-FARM"}, iters=2, batch=2, workers=0, quiet=True,
-                       preview_every=1000, save_every=1000))
-    return root
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "vfxswap", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kw)
 
 
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("face.*.exr"))}
 
 
-def test_template_validates_and_chunks(tmp_path):
-    doc = template(extract=True, options={"mask": "hull"})
-    assert doc["extensions"] == ["TASK_CHUNKING"]
-    assert [s["name"] for s in doc["steps"]] == ["Extract", "Render"]
-    frame = doc["steps"][1]["parameterSpace"]["taskParameterDefinitions"][0]
+def _needs_openjd():
+    if not (BIN / "openjd").exists():
+        pytest.skip("openjd-cli is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _engine_on_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # openjd's session folders
+
+
+# --- the template -----------------------------------------------------------------------------
+
+def test_template_steps_environments_and_values(tmp_path):
+    (tmp_path / "fs").mkdir()
+    job = FarmJob(plates=str(tmp_path / "p" / "plate.####.exr"), model=str(tmp_path / "m"), faceset=str(tmp_path / "fs"),
+                  out=str(tmp_path / "out"), frames="1001-1012", chunk=4, render_options={"mask": "hull"},
+                  train=TrainStep(src=str(tmp_path / "a"), release_ref="REL-1", iters=50, gpus=4))
+    doc = template(job)
+    assert [s["name"] for s in doc["steps"]] == ["Extract", "Train", "Render"]
+    assert doc["steps"][1]["dependencies"] == [{"dependsOn": "Extract"}]
+    assert doc["steps"][2]["dependencies"] == [{"dependsOn": "Train"}]
+    assert doc["steps"][1]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 4}]
+    train_line = doc["steps"][1]["script"]["embeddedFiles"][0]["data"]
+    assert '--gpus "$VFXSWAP_TRAIN_GPUS"' in train_line and "--resume-if-saved" in train_line
+    render = doc["steps"][2]
+    frame = render["parameterSpace"]["taskParameterDefinitions"][0]
     assert frame["type"] == "CHUNK[INT]" and frame["chunks"]["rangeConstraint"] == "CONTIGUOUS"
-    assert "--skip-existing" in doc["steps"][1]["script"]["embeddedFiles"][0]["data"]
+    enter = render["stepEnvironments"][0]["script"]["embeddedFiles"][0]["data"]
+    assert "farm session start" in enter and "--skip-existing" in enter and "--mask hull" in enter
+    assert '--frames "{{Task.Param.Frame}}"' in render["script"]["embeddedFiles"][0]["data"]
+    # values travel as environment variables: no path is ever pasted into a script
+    assert str(tmp_path) not in yaml.safe_dump(doc)
+    write_bundle(job, tmp_path / "bundle")  # validates with openjd-model
+    values = {v["name"]: v["value"] for v in
+              yaml.safe_load((tmp_path / "bundle" / "parameter_values.yaml").read_text())["parameterValues"]}
+    assert values["ChunkSize"] == 4 and values["TrainGpus"] == 4 and values["ReleaseRef"] == "REL-1"
+    # a faceset already extracted and no training: render alone; a CPU training step asks for no GPU
+    (tmp_path / "fs" / "faceset.db").touch()
+    cpu = FarmJob(plates=job.plates, model=job.model, faceset=job.faceset, out=job.out, frames="1001-1012",
+                  train=TrainStep(src="a", release_ref="R", device="cpu"))
+    assert [s["name"] for s in template(cpu)["steps"]] == ["Train", "Render"]
+    assert "hostRequirements" not in template(cpu)["steps"][0]
 
 
-def test_bundle_through_openjd_matches_a_single_render_byte_for_byte(shot_and_model, tmp_path, monkeypatch):
-    root = shot_and_model
-    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + ":" + __import__("os").environ["PATH"])
-    plates = str(root / "plates" / "plate.####.exr")
-    render(RenderOptions(model=str(root / "model"), plates=plates, faceset=str(root / "faceset"),
-                         out=str(tmp_path / "single")))
-    bundle = write_bundle(tmp_path / "bundle", plates=plates, model=str(root / "model"), faceset=str(root / "faceset"),
-                          out=str(tmp_path / "farm"), frames="1001-1005", chunk=2, vfxswap=ENGINE)
-    done = run_bundle(bundle, timeout=600)
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
-    assert _digests(tmp_path / "farm") == _digests(tmp_path / "single") and len(_digests(tmp_path / "single")) == 5
-    # a chunk killed midway: remove two frames (one whole chunk's worth) and run again
-    for f in ("face.1003.exr", "face.1004.exr"):
-        (tmp_path / "farm" / f).unlink()
+def test_bad_job_input_is_one_clear_error(tmp_path):
+    from vfxswap.errors import VfxSwapError
+
+    with pytest.raises(VfxSwapError, match="frame range"):
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1010-1001")
+    out = _cli("farm", "bundle", "--plates", "p.####.exr", "--model", "m", "--faceset", "f", "--render-out", "o",
+               "--frames", "1001-1010", "--out", tmp_path / "b", "--train-src", "a")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "vfxswap: error: --train-src needs --release-ref (the performers' release reference)"]
+
+
+# --- the GRID clip through openjd run ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_farm(tmp_path_factory, shared_file):
+    """GRID frames 1001-1012 as EXR plates and a faceset of identity A; then the whole bundle
+    (extract, train with two gloo processes, render in chunks of 4) through `openjd run`.
+    The folder name has a space and a quote: values must reach the scripts unharmed."""
+    if not (BIN / "openjd").exists():
+        pytest.skip("openjd-cli is not installed")
+    clip = shared_file(GRID)
+    stills = sorted((clip.parents[2] / "identities" / "A_grid_s1").glob("*.jpg"))[:24]
+    if len(stills) < 24:
+        pytest.skip("GRID identity stills absent")
+    root = tmp_path_factory.mktemp("farm") / "shot 01's"
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    assert _cli("plates", "convert", clip, root / "plates" / "plate.####.exr", "--frames", "1001-1012",
+                "--to-space", "ACEScg").returncode == 0
+    (root / "a_stills").mkdir()
+    for p in stills:
+        (root / "a_stills" / p.name).symlink_to(p)
+    assert _cli("extract", root / "a_stills", "--out", root / "faceset_a", "--backend", "dlib").returncode == 0
+    job = FarmJob(plates=str(root / "plates" / "plate.####.exr"), model=str(root / "model"),
+                  faceset=str(root / "faceset_b"), out=str(root / "farm"), frames="1001-1012", chunk=4,
+                  engine=ENGINE, render_options={"color": "rct"},
+                  train=TrainStep(src=str(root / "faceset_a"), release_ref="REL-GRID-s1", release_ref_dst="REL-GRID-s2",
+                                  iters=4, batch=2, gpus=2, device="cpu"))
+    bundle = write_bundle(job, root / "bundle")
+    env = dict(os.environ, TMPDIR=str(root))
+    started = time.time()
+    done = subprocess.run(run_command(bundle), capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-3000:]
+    print(f"GRID bundle (extract, train x2 gloo, render 3 chunks): {time.time() - started:.1f} s")
+    return root, job, bundle, done.stdout
+
+
+def test_grid_bundle_matches_a_single_render_byte_for_byte(grid_farm):
+    root, job, bundle, log = grid_farm
+    assert [s["name"] for s in yaml.safe_load((bundle / "template.yaml").read_text())["steps"]] == \
+        ["Extract", "Train", "Render"]
+    assert [ln.split("= ")[1] for ln in log.splitlines() if "Frame(CHUNK[INT]) =" in ln] == \
+        ["1001-1004", "1005-1008", "1009-1012"]
+    # training ran as two DDP processes and recorded both release references verbatim
+    manifest = json.loads((root / "model" / "manifest.json").read_text())
+    assert manifest["train"]["world_size"] == 2 and manifest["iteration"] == 4
+    assert {i["release_ref"] for i in manifest["identities"].values()} == {"REL-GRID-s1", "REL-GRID-s2"}
+    # one engine per session: one "engine ready" and three chunks served by it, no fallback
+    assert log.count("ready for session") == 1 and "rendering frames" not in log
+    single = root / "single"
+    out = _cli("render", "--model", job.model, "--plates", job.plates, "--faceset", job.faceset, "--out", single,
+               "--color", "rct")
+    assert out.returncode == 0, out.stderr
+    farm, ref = _digests(root / "farm"), _digests(single)
+    assert len(ref) == 12 and farm == ref
+    runs = sorted((root / "farm" / "manifests").glob("render_*.json"))
+    assert [json.loads(p.read_text())["frames"] for p in runs] == ["1001-1004", "1005-1008", "1009-1012"]
+    status = farm_status(bundle)
+    assert status.complete and status.done == list(range(1001, 1013)) and status.chunks_run == 3
+    assert _cli("farm", "status", bundle).returncode == 0
+
+
+def _engine_pids(out: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in cmd and str(out).encode() in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_chunk_killed_mid_write_reruns_to_the_same_bytes(grid_farm):
+    """kill -9 of the node's processes while a frame is being written, then the bundle again."""
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc to find the engine")
+    root, job, _, _ = grid_farm
+    ref = _digests(root / "farm")
+    out = root / "killed"
+    rerun = FarmJob(plates=job.plates, model=job.model, faceset=job.faceset, out=str(out), frames=job.frames,
+                    chunk=4, engine=ENGINE, render_options={"color": "rct"})
+    bundle = write_bundle(rerun, root / "bundle_kill")
+    proc = subprocess.Popen(run_command(bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=dict(os.environ, TMPDIR=str(root)))
+    caught = None
+    deadline = time.time() + 300
+    while time.time() < deadline and caught is None:
+        if out.is_dir():
+            temps = [p for p in out.iterdir() if is_temp_path(p.name)]
+            whole = [p for p in out.glob("face.*.exr")]
+            if temps and len(whole) >= 5:  # into the second chunk, mid-write
+                caught = temps
+                for pid in _engine_pids(out):
+                    os.kill(pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert caught, "never caught a frame mid-write"
+    status = farm_status(bundle)
+    print(f"killed with {len(status.done)} frame(s) whole, {len(status.temp_files)} temp file(s) left")
+    assert not status.complete and status.missing and set(status.done) < set(range(1001, 1013))
+    for frame in status.done:  # what is on disk is whole and final
+        name = f"face.{frame}.exr"
+        assert _digests(out)[name] == ref[name]
+    assert _cli("farm", "status", bundle).returncode == 1
     again = run_bundle(bundle, timeout=600)
-    assert again.returncode == 0
-    assert _digests(tmp_path / "farm") == _digests(tmp_path / "single")
-    assert not [p for p in (tmp_path / "farm").iterdir() if p.name.startswith(".")]
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert _digests(out) == ref
+    assert not [p for p in out.iterdir() if is_temp_path(p.name)]  # the killed writer's leftover went too
+    assert farm_status(bundle).complete
+
+
+# --- the session engine and status on a small synthetic shot -------------------------------------
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    return make_astronaut_shot(tmp_path_factory.mktemp("shot"), frames=6)
+
+
+def _render_argv(shot: Path, out: Path, frames="1001-1006") -> list[str]:
+    return ["--model", "passthrough", "--plates", str(shot / "plates" / "plate.####.exr"), "--faceset",
+            str(shot / "faceset"), "--out", str(out), "--frames", frames, "--skip-existing", "--progress", "json"]
+
+
+def test_session_engine_renders_chunks_like_a_plain_render(shot, tmp_path, capsys):
+    render(RenderOptions(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"),
+                         faceset=str(shot / "faceset"), out=str(tmp_path / "plain")))
+    sess = tmp_path / "session"
+    state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=60)
+    try:
+        assert oct((sess / session.STATE).stat().st_mode & 0o777) == "0o600"
+        assert session.render_chunk(sess, "1001-1003") == 0
+        assert session.render_chunk(sess, "1004-1006") == 0
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(1001, 1007))
+        with pytest.raises(Exception, match="outside the range"):
+            session.render_chunk(sess, "1007-1008")
+        # a stranger without the token is ignored, and the engine keeps serving
+        import socket
+        with socket.create_connection(("127.0.0.1", state["port"])) as s:
+            s.sendall(b'{"token": "wrong", "stop": true}\n')
+        assert session.render_chunk(sess, "1001") == 0  # skipped: already whole
+    finally:
+        assert session.stop(sess)
+    assert not session._alive(state["pid"])
+    assert _digests(tmp_path / "engine") == _digests(tmp_path / "plain")
+
+
+def test_a_task_whose_engine_died_renders_its_chunk_itself(shot, tmp_path):
+    sess = tmp_path / "session"
+    state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=60)
+    os.kill(state["pid"], signal.SIGKILL)
+    while session._alive(state["pid"]):
+        time.sleep(0.05)
+    out = _cli("farm", "session", "render", sess, "--frames", "1002-1003")
+    assert out.returncode == 0, out.stderr
+    assert "the engine is not answering; rendering frames 1002-1003 in this task" in out.stderr
+    assert sorted(_digests(tmp_path / "engine")) == ["face.1002.exr", "face.1003.exr"]
+
+
+def test_an_abandoned_engine_stops_by_itself(shot, tmp_path):
+    sess = tmp_path / "session"
+    state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=1.5)
+    deadline = time.time() + 30
+    while session._alive(state["pid"]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not session._alive(state["pid"]), "idle engine still running"
+    state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=600)
+    (sess / session.STATE).unlink()  # the farm removed the session folder's contents
+    deadline = time.time() + 30
+    while session._alive(state["pid"]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not session._alive(state["pid"]), "engine outlived its session"
+
+
+def test_an_engine_that_cannot_load_says_why(shot, tmp_path):
+    from vfxswap.errors import VfxSwapError
+
+    argv = _render_argv(shot, tmp_path / "engine")
+    argv[argv.index("--faceset") + 1] = str(tmp_path / "nowhere")
+    with pytest.raises(VfxSwapError, match="stopped while loading: .*nowhere"):
+        session.start(tmp_path / "session", argv, idle_timeout=60)
+
+
+def test_status_reports_done_missing_failed_and_leftovers(shot, tmp_path):
+    out = tmp_path / "layers"
+    render(RenderOptions(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"),
+                         faceset=str(shot / "faceset"), out=str(out), frames="1001-1004"))
+    # a later chunk that failed one frame (as its run manifest records), and a frame cut short
+    record = json.loads(next((out / "manifests").glob("render_*.json")).read_text())
+    record.update(frames="1005-1006", written="1006", skipped="", failed={"1005": "plate.1005.exr: corrupt"},
+                  time="9999-12-31T00:00:00")
+    (out / "manifests" / "render_1005-1006_x.json").write_text(json.dumps(record))
+    good = (out / "face.1004.exr").read_bytes()
+    (out / "face.1004.exr").write_bytes(good[: len(good) // 2])
+    leftover = temp_path_for(out / "face.1003.exr")
+    leftover.write_bytes(b"partial")
+    status = farm_status(out)
+    assert status.frames == list(range(1001, 1007))
+    assert status.done == [1001, 1002, 1003]
+    assert status.missing == [1004, 1005, 1006] and status.unreadable == [1004]
+    assert status.failed == {1005: "plate.1005.exr: corrupt"}
+    assert status.temp_files == [str(leftover)] and not status.complete
+    text = _cli("farm", "status", out, "--json")
+    assert text.returncode == 1 and json.loads(text.stdout)["missing"] == "1004-1006"
+    assert "failed 1005: plate.1005.exr: corrupt" in _cli("farm", "status", out).stdout
+    # a render of the range heals it, and removes the dead writer's leftover on this host
+    dead = Path(str(leftover).replace(f"-{os.getpid()}.", "-999999999."))
+    leftover.rename(dead)
+    render(RenderOptions(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"),
+                         faceset=str(shot / "faceset"), out=str(out), skip_existing=True))
+    healed = farm_status(out)
+    assert healed.complete and not healed.failed and not healed.temp_files
+    assert np.array_equal(np.frombuffer((out / "face.1004.exr").read_bytes()[:100], np.uint8),
+                          np.frombuffer(good[:100], np.uint8))

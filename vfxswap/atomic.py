@@ -12,20 +12,59 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import uuid
 from pathlib import Path
 
 TEMP_MARK = ".vfxswap-tmp"
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_OWNER = re.compile(r"\.([A-Za-z0-9-]+)-(\d+)" + re.escape(TEMP_MARK))
 
 
 def temp_path_for(final: str | os.PathLike) -> Path:
-    """A hidden sibling of `final` that keeps its extension (writers pick formats by it)."""
+    """A hidden sibling of `final` that keeps its extension (writers pick formats by it) and
+    names its writer (host and pid), so a later run can tell a dead writer's leftover from a
+    file another process is still writing."""
     final = Path(final)
-    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}{TEMP_MARK}{final.suffix}")
+    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}.{_HOST}-{os.getpid()}{TEMP_MARK}{final.suffix}")
 
 
 def is_temp_path(path: str | os.PathLike) -> bool:
     return TEMP_MARK in Path(path).name
+
+
+def temp_owner(path: str | os.PathLike) -> tuple[str, int] | None:
+    """(host, pid) of the process that wrote a temporary file, when its name says so."""
+    match = _OWNER.search(Path(path).name)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def is_orphan_temp(path: str | os.PathLike) -> bool:
+    """A temporary file whose writer was on this host and is gone (killed mid-write): safe to
+    delete. Files of other hosts are never judged here, since their writer may be running."""
+    owner = temp_owner(path)
+    if owner is None or owner[0] != _HOST:
+        return False
+    try:
+        os.kill(owner[1], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the orphaned temporary files in `folder` (not below); returns what was removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.is_file() and is_temp_path(entry.name) and is_orphan_temp(entry.path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def fsync_file(path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 
@@ -132,8 +133,32 @@ def cmd_models_fetch(args) -> int:
     return 0
 
 
+def _under_torchrun(argv: list[str], gpus: int) -> int:
+    """Run this same `vfxswap train` command as `gpus` DDP processes on this node (torchrun
+    --standalone: NCCL on GPUs, gloo on CPU); returns torchrun's exit code."""
+    import subprocess
+
+    for i, arg in enumerate(argv):  # drop --gpus N / --gpus=N so the workers do not relaunch
+        if arg == "--gpus":
+            argv = argv[:i] + argv[i + 2:]
+            break
+        if arg.startswith("--gpus="):
+            argv = argv[:i] + argv[i + 1:]
+            break
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc-per-node", str(gpus), "-m", "vfxswap", *argv])
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C or a farm's SIGTERM: torchrun passes it on; each rank saves
+        proc.terminate()
+        return proc.wait()
+
+
 def cmd_train(args) -> int:
     from vfxswap.train.trainer import TrainOptions, train
+
+    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        return _under_torchrun(args.argv, args.gpus)
 
     refs = {"A": args.release_ref_src or args.release_ref, "B": args.release_ref_dst or args.release_ref}
     options = TrainOptions(src=args.src, dst=args.dst, model_dir=args.model, release_ref=refs,
@@ -145,7 +170,8 @@ def cmd_train(args) -> int:
                            bf16={"auto": None, "on": True, "off": False}[args.bf16], compile=args.compile,
                            save_every=args.save_every, save_minutes=args.save_minutes, keep_backups=args.keep,
                            preview_every=args.preview_every, log_every=args.log_every,
-                           tensorboard=args.tensorboard, resume=args.resume, init_from=args.init_from,
+                           tensorboard=args.tensorboard, resume=args.resume,
+                           resume_if_saved=args.resume_if_saved, init_from=args.init_from,
                            init_parts=[p for p in args.parts.split(",") if p],
                            freeze=[p for p in (args.freeze or "").split(",") if p], seed=args.seed)
     reached = train(options)
@@ -153,20 +179,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def render_options(args):
+    """RenderOptions from parsed `vfxswap render` arguments."""
+    from vfxswap.render import RenderOptions
+
+    return RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
+                         frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
+                         color=args.color, name=args.name, skip_existing=args.skip_existing,
+                         compression=args.compression, track=args.track, like=args.like,
+                         plate_space=args.plate_space, ocio=args.ocio, device=args.device, layers=args.layers,
+                         comp=args.comp, preview=args.preview, resolution=args.resolution,
+                         face_type=args.face_type)
+
+
+def render_options_from_argv(argv: list[str]):
+    """RenderOptions from `vfxswap render` arguments (a farm session engine's command line)."""
+    return render_options(build_parser().parse_args(["render", *argv]))
+
+
 def cmd_render(args) -> int:
-    from vfxswap.render import RenderOptions, render
+    from vfxswap.render import render
 
     emit = None
     if args.progress == "json":  # one JSON object a line on stdout: what hosts and farm logs read
         emit = lambda event: print(json.dumps(event), flush=True)
-    report = render(RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
-                                  frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
-                                  color=args.color, name=args.name, skip_existing=args.skip_existing,
-                                  compression=args.compression, track=args.track, like=args.like,
-                                  plate_space=args.plate_space,
-                                  ocio=args.ocio, device=args.device, layers=args.layers, comp=args.comp,
-                                  preview=args.preview, resolution=args.resolution, face_type=args.face_type),
-                    on_event=emit)
+    report = render(render_options(args), on_event=emit)
     from vfxswap.plates.frames import format_frames
 
     if emit is None:
@@ -189,24 +226,77 @@ def cmd_panel(args) -> int:
 
 
 def cmd_farm(args) -> int:
-    import shutil
-
-    from vfxswap.farm.bundle import run_bundle, write_bundle
-
     if args.farm_command == "bundle":
-        options = {k: v for k, v in (("mask", args.mask), ("color", args.color), ("layers", args.layers),
-                                     ("comp", args.comp)) if v}
-        folder = write_bundle(args.out, plates=args.plates, model=args.model, faceset=args.faceset,
-                              out=args.render_out, frames=args.frames, chunk=args.chunk, options=options,
-                              vfxswap=args.engine or shutil.which("vfxswap") or "vfxswap")
-        print(f"bundle {folder}: openjd run {folder}/template.yaml --job-param file://{folder}/parameter_values.yaml"
-              f"  (or: deadline bundle submit {folder})")
+        return _farm_bundle(args)
+    if args.farm_command == "status":
+        from vfxswap.farm.status import farm_status
+
+        status = farm_status(args.target, frames=args.frames)
+        print(json.dumps(status.as_dict(), indent=2) if args.json else status.summary())
+        return 0 if status.complete else 1
+    if args.farm_command == "session":
+        from vfxswap.farm import session
+
+        render_argv = [a for a in getattr(args, "render_args", None) or [] if a != "--"]
+        if args.session_command == "start":
+            state = session.start(args.dir, render_argv, idle_timeout=args.idle_timeout)
+            print(f"render engine {state['pid']} ready for session {args.dir}")
+            return 0
+        if args.session_command == "serve":
+            return session.serve(args.dir, render_argv, idle_timeout=args.idle_timeout)
+        if args.session_command == "render":
+            return session.render_chunk(args.dir, args.frames)
+        print(f"render engine for {args.dir}: " + ("stopped" if session.stop(args.dir) else "none was running"))
         return 0
+    from vfxswap.farm.bundle import run_bundle
+
     done = run_bundle(args.bundle)
     sys.stdout.write(done.stdout[-4000:])
     if done.returncode:
         print(f"vfxswap: error: openjd run failed (exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
     return 1 if done.returncode else 0
+
+
+def _default_engine() -> str:
+    """This vfxswap, as shell words: on PATH, else the one beside this Python (a venv not on PATH)."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "vfxswap"
+    found = shutil.which("vfxswap") or (str(beside) if beside.exists() else "vfxswap")
+    return shlex.quote(found)
+
+
+def _farm_bundle(args) -> int:
+    from vfxswap.farm.job import FarmJob, TrainStep
+
+    train = None
+    if args.train_src:
+        if not args.release_ref:
+            raise VfxSwapError("--train-src needs --release-ref (the performers' release reference)")
+        train = TrainStep(src=args.train_src, release_ref=args.release_ref, release_ref_dst=args.release_ref_dst,
+                          preset=args.preset, iters=args.iters, batch=args.batch, gpus=args.train_gpus,
+                          device=args.train_device)
+    options = {k: v for k, v in (("mask", args.mask), ("color", args.color), ("layers", args.layers),
+                                 ("comp", args.comp), ("device", args.render_device)) if v}
+    job = FarmJob(plates=args.plates, model=args.model, faceset=args.faceset, out=args.render_out,
+                  frames=args.frames, chunk=args.chunk, render_options=options,
+                  engine=args.engine or _default_engine(), train=train)
+    if args.format == "openjd":
+        from vfxswap.farm.bundle import write_bundle
+
+        folder = write_bundle(job, args.out)
+        print(f"bundle {folder}: vfxswap farm run {folder}  (or: deadline bundle submit {folder})")
+        return 0
+    from vfxswap.farm import managers
+
+    if args.format == "opencue":
+        written = managers.write_opencue(job, args.out, show=args.show, shot=args.shot, user=args.user)
+    else:
+        written = managers.write_deadline10(job, args.out)
+    print("\n".join(str(p) for p in written))
+    return 0
 
 
 def cmd_model_info(args) -> int:
@@ -335,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="data-parallel processes on this node, one per GPU (runs itself under torchrun "
+                        "--standalone; gloo processes with --device cpu). Several nodes: see README")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 autocast (auto: on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--save-every", type=int, default=250, help="save every N iterations")
@@ -344,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the model in --model where it was saved")
+    p.add_argument("--resume-if-saved", action="store_true",
+                   help="resume when --model already holds a save, else start a new model (retry-safe farm tasks)")
     p.add_argument("--init-from", help="initialise parts from another model folder (transfer)")
     p.add_argument("--parts", default="encoder,inter", help="parts copied by --init-from")
     p.add_argument("--freeze", help="parts not trained, e.g. encoder")
@@ -400,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("panel_args", nargs=argparse.REMAINDER, help="--model, --plates, --faceset, --out, --frames")
     p.set_defaults(func=cmd_panel)
 
-    farm = sub.add_parser("farm", help="render farm jobs (Open Job Description bundles)")
+    farm = sub.add_parser("farm", help="render farm jobs: OpenJD bundles (Deadline Cloud), OpenCue, Deadline 10")
     fsub2 = farm.add_subparsers(dest="farm_command", metavar="ACTION")
-    p = fsub2.add_parser("bundle", help="write an OpenJD job bundle: extract if needed, then chunked render tasks")
+    p = fsub2.add_parser("bundle", help="write a farm job: extract if needed, optionally train, then chunked render",
+                         description="Writes an Open Job Description bundle (openjd run, deadline bundle submit), "
+                                     "an OpenCue outline + job spec, or Deadline 10 job/plugin info files.")
     p.add_argument("--plates", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--faceset", required=True, help="destination faceset (extracted by the job when absent)")
@@ -410,15 +507,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", required=True, help="e.g. 1001-1100")
     p.add_argument("--chunk", type=int, default=10, help="frames per task")
     p.add_argument("--out", required=True, help="the bundle folder")
+    p.add_argument("--format", choices=("openjd", "opencue", "deadline10"), default="openjd",
+                   help="openjd: template.yaml + parameter_values.yaml (default)")
     p.add_argument("--mask")
     p.add_argument("--color")
     p.add_argument("--layers", action="store_true")
     p.add_argument("--comp", action="store_true")
-    p.add_argument("--engine", help="the vfxswap command on the farm nodes (default: this one)")
+    p.add_argument("--render-device", help="torch device for rendering (cpu, cuda)")
+    p.add_argument("--engine", help="the vfxswap command on the farm nodes, as shell words (default: this one)")
+    c = p.add_argument_group("OpenCue")
+    c.add_argument("--show", default="testing", help="the show on the cuebot")
+    c.add_argument("--shot", help="default: the layers folder's name")
+    c.add_argument("--user", help="job owner (default: you; cuebot refuses root)")
+    t = p.add_argument_group("training step (one task on one node; runs before the render)")
+    t.add_argument("--train-src", help="faceset of identity A: adds a Train step writing --model")
+    t.add_argument("--release-ref", help="the performers' release reference (A's, and B's unless --release-ref-dst)")
+    t.add_argument("--release-ref-dst", help="B's release reference when it differs")
+    t.add_argument("--preset", default="quick")
+    t.add_argument("--iters", type=int, default=1000)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--train-gpus", type=int, default=1, help="GPUs (DDP processes) for the training task")
+    t.add_argument("--train-device", default="auto", help="auto, cuda or cpu (cpu asks for no GPU)")
     p.set_defaults(func=cmd_farm)
     p = fsub2.add_parser("run", help="run a bundle on this machine through `openjd run`")
     p.add_argument("bundle")
     p.set_defaults(func=cmd_farm)
+    p = fsub2.add_parser("status", help="frames done, missing and failed for a bundle or a layers folder",
+                         description="Exit 0 when every frame of the range is on disk and whole, else 1.")
+    p.add_argument("target", help="a bundle folder or the layers folder")
+    p.add_argument("--frames", help="the range to check (default: the bundle's, or the manifests')")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_farm)
+    p = fsub2.add_parser("session", help="a render engine kept alive for a farm session (bundles call this)")
+    ssub = p.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    for name, text in (("start", "start the engine: DIR -- <vfxswap render arguments>"),
+                       ("serve", "the engine itself (started by `start`)"),
+                       ("render", "render a chunk through the session's engine"),
+                       ("stop", "stop the session's engine")):
+        q = ssub.add_parser(name, help=text)
+        q.add_argument("dir", help="the session's working folder")
+        if name in ("start", "serve"):
+            q.add_argument("--idle-timeout", type=float, default=900.0, help="seconds idle before it stops itself")
+            q.add_argument("render_args", nargs=argparse.REMAINDER)
+        if name == "render":
+            q.add_argument("--frames", required=True)
+        q.set_defaults(func=cmd_farm)
     farm.set_defaults(func=lambda args: farm.print_help() or 2)
 
     model = sub.add_parser("model", help="inspect a model folder")
@@ -451,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,92 +1,147 @@
-"""Open Job Description bundles: the render as chunked, retry-safe farm tasks.
+"""Open Job Description bundles: the job as chunked, retry-safe farm tasks.
 
 A bundle is a folder with `template.yaml` (jobtemplate-2023-09 with the TASK_CHUNKING
 extension) and `parameter_values.yaml`: what `openjd run` executes locally and what
-`deadline bundle submit` sends to AWS Deadline Cloud unchanged. Steps:
+`deadline bundle submit` sends to AWS Deadline Cloud unchanged. Steps, each after the last:
 - `Extract` (only when the destination faceset does not exist yet): one task, because tracking
   and smoothing need the whole shot;
-- `Render`: `CHUNK[INT]` tasks over the frame range, each `vfxswap render --frames <chunk>
-  --skip-existing`, so a retried or duplicated chunk rewrites identical bytes (atomic writes,
-  no wall-clock stamps) and never touches its neighbours' frames.
+- `Train` (when asked): one task, `vfxswap train --gpus N` (N DDP processes on one node), which
+  resumes its own last save when the farm retries it;
+- `Render`: `CHUNK[INT]` tasks over the range. The step environment starts a render engine per
+  session (the model, landmarks and OCIO config load once; see `farm.session`), and each task
+  sends it one chunk with `--skip-existing`, so a retried or duplicated chunk rewrites identical
+  bytes (atomic writes, no wall-clock stamps) and never touches its neighbours' frames.
+Parameter values reach the scripts as environment variables, so paths with spaces or quotes
+need no escaping; the engine command is shell words (`/opt/vfxswap\ 1.2/bin/vfxswap`,
+`python -m vfxswap`), split once by `eval` into an array.
 """
 
 from __future__ import annotations
 
-import shlex
+import copy
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.plates.frames import parse_frames
+from vfxswap.farm.job import FarmJob, shell_line
+
+# job parameter -> (environment variable, definition)
+_PATH = {"type": "PATH", "objectType": "DIRECTORY"}
+_PARAMS = {
+    "Plates": ("VFXSWAP_PLATES", {"type": "STRING", "description": "plate sequence pattern (####)"}),
+    "Model": ("VFXSWAP_MODEL", {**_PATH, "dataFlow": "IN"}),
+    "Faceset": ("VFXSWAP_FACESET", {**_PATH, "dataFlow": "INOUT"}),
+    "OutDir": ("VFXSWAP_OUT", {**_PATH, "dataFlow": "OUT"}),
+    "Frames": ("VFXSWAP_FRAMES", {"type": "STRING", "default": "1001-1100"}),
+    "ChunkSize": (None, {"type": "INT", "default": 10, "minValue": 1}),
+    "Vfxswap": ("VFXSWAP_ENGINE", {"type": "STRING", "default": "vfxswap",
+                                   "description": "the engine command on the node"}),
+}
+_TRAIN_PARAMS = {
+    "TrainSrc": ("VFXSWAP_TRAIN_SRC", {**_PATH, "dataFlow": "IN", "description": "faceset of identity A"}),
+    "ReleaseRef": ("VFXSWAP_RELEASE_REF", {"type": "STRING", "minLength": 1,
+                                           "description": "the performers' release reference, recorded verbatim"}),
+    "ReleaseRefDst": ("VFXSWAP_RELEASE_REF_DST", {"type": "STRING", "minLength": 1}),
+    "Preset": ("VFXSWAP_PRESET", {"type": "STRING", "default": "quick"}),
+    "Iters": ("VFXSWAP_ITERS", {"type": "INT", "minValue": 1}),
+    "TrainGpus": ("VFXSWAP_TRAIN_GPUS", {"type": "INT", "default": 1, "minValue": 1}),
+}
 
 
-def _render_script(options: dict) -> str:
-    flags = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value not in (None, False):
-            flags += [flag, shlex.quote(str(value))]
-    return ("set -euo pipefail\n"
-            '"{{Param.Vfxswap}}" render --model "{{Param.Model}}" --plates "{{Param.Plates}}" '
-            '--faceset "{{Param.Faceset}}" --out "{{Param.OutDir}}" --frames "{{Task.Param.Frame}}" '
-            "--skip-existing --progress json " + " ".join(flags) + "\n")
+def _var(name: str) -> str:
+    return f'"${_PARAMS.get(name, _TRAIN_PARAMS.get(name))[0]}"'
 
 
-def template(*, extract: bool, options: dict) -> dict:
-    params = [
-        {"name": "Plates", "type": "STRING", "description": "plate sequence pattern (####)"},
-        {"name": "Model", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "IN"},
-        {"name": "Faceset", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "INOUT"},
-        {"name": "OutDir", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "OUT"},
-        {"name": "Frames", "type": "STRING", "default": "1001-1100"},
-        {"name": "ChunkSize", "type": "INT", "default": 10, "minValue": 1},
-        {"name": "Vfxswap", "type": "STRING", "default": "vfxswap", "description": "the engine command on the node"},
-    ]
-    render = {
+_PRELUDE = 'set -euo pipefail\neval "ENGINE=($VFXSWAP_ENGINE)"\n'
+_ENGINE = '"${ENGINE[@]}"'
+_ENGINE_WORD = "@vfxswap-engine@"  # stands for the engine in argument lists until quoted
+
+
+def _script(line: str) -> dict:
+    return {"actions": {"onRun": {"command": "bash", "args": ["{{Task.File.Run}}"]}},
+            "embeddedFiles": [{"name": "Run", "type": "TEXT", "data": f"{_PRELUDE}{line}\n"}]}
+
+
+def template(job: FarmJob) -> dict:
+    """The job template for `job` (its values go in parameter_values.yaml, not here)."""
+    tok = copy.copy(job)  # the job with every value replaced by its environment variable
+    tok.plates, tok.model, tok.faceset, tok.out = _var("Plates"), _var("Model"), _var("Faceset"), _var("OutDir")
+    tok.frames, tok.engine = _var("Frames"), _ENGINE_WORD
+    keep = {tok.plates, tok.model, tok.faceset, tok.out, tok.frames, "{{Task.Param.Frame}}"}
+    params = dict(_PARAMS)
+    if job.train:
+        params.update({k: v for k, v in _TRAIN_PARAMS.items() if k != "ReleaseRefDst" or job.train.release_ref_dst})
+        tok.train = replace(job.train, src=_var("TrainSrc"), release_ref=_var("ReleaseRef"),
+                            release_ref_dst=_var("ReleaseRefDst") if job.train.release_ref_dst else None,
+                            preset=_var("Preset"), iters=_var("Iters"), gpus=_var("TrainGpus"))
+        keep |= {tok.train.src, tok.train.release_ref, tok.train.release_ref_dst, tok.train.preset,
+                 tok.train.iters, tok.train.gpus}
+        params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": "INOUT"})
+    keep = {k: k for k in keep if k} | {_ENGINE_WORD: _ENGINE}
+
+    steps = []
+    if job.extract:
+        steps.append({"name": "Extract", "script": _script(shell_line(tok.extract_args(), keep))})
+    if job.train:
+        train = {"name": "Train", "script": _script(shell_line(tok.train_args(), keep))}
+        if job.train.device != "cpu":
+            train["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": job.train.gpus}]}
+        steps.append(train)
+    session = '"{{Session.WorkingDirectory}}"'
+    render_argv = tok.render_args(tok.frames)
+    render_argv = render_argv[render_argv.index("render") + 1:]  # what `vfxswap render` takes
+    engine = f"{_ENGINE} farm session"
+    steps.append({
         "name": "Render",
         "parameterSpace": {"taskParameterDefinitions": [{
             "name": "Frame", "type": "CHUNK[INT]", "range": "{{Param.Frames}}",
             "chunks": {"defaultTaskCount": "{{Param.ChunkSize}}", "rangeConstraint": "CONTIGUOUS"}}]},
-        # One engine process per chunk: the model loads once per chunk, not once per frame.
-        "stepEnvironments": [{"name": "Engine", "variables": {"PYTHONUNBUFFERED": "1"}}],
-        "script": {"actions": {"onRun": {"command": "bash", "args": ["{{Task.File.Run}}"]}},
-                   "embeddedFiles": [{"name": "Run", "type": "TEXT", "data": _render_script(options)}]},
-    }
-    steps = []
-    if extract:
-        steps.append({"name": "Extract", "script": {
-            "actions": {"onRun": {"command": "bash", "args": ["{{Task.File.Run}}"]}},
-            "embeddedFiles": [{"name": "Run", "type": "TEXT", "data":
-                               'set -euo pipefail\n"{{Param.Vfxswap}}" extract "{{Param.Plates}}" '
-                               '--out "{{Param.Faceset}}" --frames "{{Param.Frames}}"\n'}]}})
-        render["dependencies"] = [{"dependsOn": "Extract"}]
-    steps.append(render)
+        "stepEnvironments": [{"name": "RenderEngine", "variables": {"PYTHONUNBUFFERED": "1"}, "script": {
+            "actions": {"onEnter": {"command": "bash", "args": ["{{Env.File.Enter}}"]},
+                        "onExit": {"command": "bash", "args": ["{{Env.File.Exit}}"]}},
+            "embeddedFiles": [
+                {"name": "Enter", "type": "TEXT", "data": f"{_PRELUDE}{engine} start {session} -- "
+                 + shell_line(render_argv, keep) + "\n"},
+                {"name": "Exit", "type": "TEXT", "data": f"{_PRELUDE}{engine} stop {session}\n"}]}}],
+        "script": _script(f'{engine} render {session} --frames "{{{{Task.Param.Frame}}}}"'),
+    })
+    for before, step in zip(steps, steps[1:]):
+        step["dependencies"] = [{"dependsOn": before["name"]}]
     return {"specificationVersion": "jobtemplate-2023-09", "extensions": ["TASK_CHUNKING"],
-            "name": "vfxswap {{Param.Frames}}", "parameterDefinitions": params, "steps": steps}
+            "name": "vfxswap {{Param.Frames}}",
+            "parameterDefinitions": [{"name": name, **definition} for name, (_, definition) in params.items()],
+            "jobEnvironments": [{"name": "vfxswap", "variables": {
+                var: f"{{{{Param.{name}}}}}" for name, (var, _) in params.items() if var}}],
+            "steps": steps}
 
 
-def write_bundle(bundle: str | Path, *, plates: str, model: str, faceset: str, out: str, frames: str,
-                 chunk: int = 10, options: dict | None = None, vfxswap: str = "vfxswap") -> Path:
-    """Write a bundle folder and validate it with openjd-model; returns the folder."""
-    parse_frames(frames)  # a clear error now rather than on the farm
-    bundle = Path(bundle)
-    bundle.mkdir(parents=True, exist_ok=True)
-    doc = template(extract=not (Path(faceset) / "faceset.db").exists(), options=dict(options or {}))
-    values = {"parameterValues": [
-        {"name": "Plates", "value": str(Path(plates).absolute())}, {"name": "Model", "value": str(Path(model).absolute())},
-        {"name": "Faceset", "value": str(Path(faceset).absolute())}, {"name": "OutDir", "value": str(Path(out).absolute())},
-        {"name": "Frames", "value": frames}, {"name": "ChunkSize", "value": int(chunk)},
-        {"name": "Vfxswap", "value": vfxswap}]}
+def parameter_values(job: FarmJob) -> dict:
+    values = {"Plates": job.plates, "Model": job.model, "Faceset": job.faceset, "OutDir": job.out,
+              "Frames": job.frames, "ChunkSize": int(job.chunk), "Vfxswap": job.engine}
+    if job.train:
+        t = job.train
+        values.update({"TrainSrc": t.src, "ReleaseRef": t.release_ref, "Preset": t.preset, "Iters": int(t.iters),
+                       "TrainGpus": int(t.gpus)})
+        if t.release_ref_dst:
+            values["ReleaseRefDst"] = t.release_ref_dst
+    return {"parameterValues": [{"name": k, "value": v} for k, v in values.items()]}
+
+
+def write_bundle(job: FarmJob, bundle: str | Path) -> Path:
+    """Write a bundle folder for `job` and validate it with openjd-model; returns the folder."""
     from vfxswap.atomic import write_text
 
-    write_text(bundle / "template.yaml", yaml.safe_dump(doc, sort_keys=False))
-    write_text(bundle / "parameter_values.yaml", yaml.safe_dump(values, sort_keys=False))
+    job = job.absolute()
+    bundle = Path(bundle)
+    bundle.mkdir(parents=True, exist_ok=True)
+    write_text(bundle / "template.yaml", yaml.safe_dump(template(job), sort_keys=False))
+    write_text(bundle / "parameter_values.yaml", yaml.safe_dump(parameter_values(job), sort_keys=False))
     validate(bundle)
     return bundle
 
@@ -102,19 +157,25 @@ def validate(bundle: str | Path) -> None:
         raise VfxSwapError(f"{bundle}/template.yaml: not a valid job template: {exc}") from None
 
 
-def run_bundle(bundle: str | Path, *, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run every step of a bundle on this machine through `openjd run` (openjd-cli)."""
+def openjd_command() -> str:
     beside = Path(sys.executable).parent / "openjd"  # a venv's own openjd, when the venv is not on PATH
-    openjd = shutil.which("openjd") or (str(beside) if beside.exists() else None)
-    if openjd is None:
+    found = shutil.which("openjd") or (str(beside) if beside.exists() else None)
+    if found is None:
         raise VfxSwapError("openjd (openjd-cli) is not installed: pip install openjd-cli")
-    import json
+    return found
 
+
+def run_command(bundle: str | Path) -> list[str]:
+    """The `openjd run` command line that runs every step of a bundle on this machine."""
     bundle = Path(bundle)
-    template_doc = yaml.safe_load((bundle / "template.yaml").read_text())
-    last = template_doc["steps"][-1]["name"]
-    # The bundle keeps Deadline's `parameterValues` list; `openjd run` takes a flat mapping.
+    last = yaml.safe_load((bundle / "template.yaml").read_text())["steps"][-1]["name"]
+    # The bundle keeps Deadline Cloud's `parameterValues` list; `openjd run` takes a flat mapping.
     values = yaml.safe_load((bundle / "parameter_values.yaml").read_text())["parameterValues"]
     params = json.dumps({v["name"]: v["value"] for v in values})
-    return subprocess.run([openjd, "run", str(bundle / "template.yaml"), "--job-param", params, "--step", last,
-                           "--run-dependencies"], capture_output=True, text=True, timeout=timeout)
+    return [openjd_command(), "run", str(bundle / "template.yaml"), "--job-param", params, "--step", last,
+            "--run-dependencies"]
+
+
+def run_bundle(bundle: str | Path, *, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run every step of a bundle on this machine through `openjd run` (openjd-cli)."""
+    return subprocess.run(run_command(bundle), capture_output=True, text=True, timeout=timeout)

@@ -286,19 +286,30 @@ class Renderer:
 
     # --- the range -----------------------------------------------------------------------------
 
-    def run(self, on_event=None) -> RenderReport:
-        """Render the range; `on_event(dict)` hears about each frame (for hosts and farm logs)."""
+    def run(self, on_event=None, frames: list[int] | None = None) -> RenderReport:
+        """Render the range (or `frames`, a part of it: a farm session's chunk with the model
+        already loaded); `on_event(dict)` hears about each frame (for hosts and farm logs)."""
+        if frames is None:
+            frames = self.frames
+        else:
+            outside = sorted(set(frames) - set(self.frames))
+            if outside:
+                raise VfxSwapError(f"frame(s) {format_frames(outside)} are outside the range this renderer "
+                                   f"was set up for ({format_frames(self.frames)})")
         report = RenderReport()
         Path(self.opt.out).mkdir(parents=True, exist_ok=True)
+        leftovers = atomic.remove_orphan_temps(self.opt.out)  # of a render killed mid-write on this host
+        if leftovers:
+            log.info("%s: removed %d temporary file(s) left by a killed render", self.opt.out, len(leftovers))
         emit = on_event or (lambda event: None)
-        emit({"event": "start", "frames": len(self.frames), "first": self.frames[0], "last": self.frames[-1],
+        emit({"event": "start", "frames": len(frames), "first": frames[0], "last": frames[-1],
               "output": str(self.pattern), "comp": str(self._comp_pattern) if self.opt.comp else None})
         started = time.time()
-        for done, frame in enumerate(progress(self.frames, desc="render"), 1):
+        for done, frame in enumerate(progress(frames, desc="render"), 1):
             target = self.pattern.path(frame)
-            if self.opt.skip_existing and _complete(target):
+            if self.opt.skip_existing and frame_is_complete(target):
                 report.skipped.append(frame)
-                emit({"event": "frame", "frame": frame, "status": "skipped", "done": done, "total": len(self.frames)})
+                emit({"event": "frame", "frame": frame, "status": "skipped", "done": done, "total": len(frames)})
                 continue
             try:
                 layer = self.render_frame(frame)
@@ -311,17 +322,17 @@ class Renderer:
                 report.failed[frame] = str(exc)
                 log.error("frame %d: %s", frame, exc)
                 emit({"event": "frame", "frame": frame, "status": "failed", "error": str(exc), "done": done,
-                      "total": len(self.frames)})
+                      "total": len(frames)})
                 continue
             report.written.append(frame)
             if frame not in self.faces:
                 report.without_faces.append(frame)
             rate = len(report.written) / max(1e-9, time.time() - started)
             emit({"event": "frame", "frame": frame, "status": "written" if frame in self.faces else "no_face",
-                  "path": target, "done": done, "total": len(self.frames), "fps": round(rate, 3)})
+                  "path": target, "done": done, "total": len(frames), "fps": round(rate, 3)})
         if self.opt.preview:
-            self._preview(report)
-        self._manifest(report)
+            self._preview(report, frames)
+        self._manifest(report, frames)
         emit({"event": "done", "written": report.written, "skipped": report.skipped,
               "without_faces": report.without_faces, "failed": report.failed})
         return report
@@ -342,13 +353,13 @@ class Renderer:
         out.attributes["ImageDescription"] = layer.attributes["ImageDescription"]
         return out
 
-    def _preview(self, report: RenderReport) -> None:
+    def _preview(self, report: RenderReport, frames: list[int]) -> None:
         """comp -> the OCIO view -> preview.mp4 (every frame of the range that has a layer)."""
         from vfxswap.plates.video import write_preview
 
-        done = [f for f in self.frames if _complete(self.pattern.path(f))]
+        done = [f for f in frames if frame_is_complete(self.pattern.path(f))]
 
-        def frames():
+        def display_frames():
             for frame in done:
                 layer = read_image(self.pattern.path(frame))
                 comp = self._comp(frame, layer)
@@ -358,20 +369,20 @@ class Renderer:
         if done:
             rate = read_image(self.seq.path(done[0])).attribute("framesPerSecond")
             fps = rate[0] / rate[1] if isinstance(rate, (tuple, list)) else 24.0
-            write_preview(Path(self.opt.out) / "preview.mp4", frames(), fps=fps)
+            write_preview(Path(self.opt.out) / "preview.mp4", display_frames(), fps=fps)
 
-    def _manifest(self, report: RenderReport) -> None:
+    def _manifest(self, report: RenderReport, frames: list[int]) -> None:
         record = {"vfxswap": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "plates": str(self.seq.pattern),
-                  "output": str(self.pattern), "frames": format_frames(self.frames),
+                  "output": str(self.pattern), "frames": format_frames(frames),
                   "written": format_frames(report.written), "skipped": format_frames(report.skipped),
                   "without_faces": format_frames(report.without_faces), "failed": report.failed,
                   "model": self.predict.provenance, "options": {k: v for k, v in vars(self.opt).items()},
                   "colour": self.pipe.describe() if self.pipe else None}
-        name = f"render_{self.frames[0]}-{self.frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
+        name = f"render_{frames[0]}-{frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
         atomic.write_text(Path(self.opt.out) / "manifests" / name, json.dumps(record, indent=2, default=str))
 
 
-def _complete(path: str) -> bool:
+def frame_is_complete(path: str) -> bool:
     """A frame on disk counts as done only if its header reads (a file cut short by a crash
     that skipped fsync would not)."""
     if not os.path.isfile(path):

@@ -67,6 +67,7 @@ class TrainOptions:
     snapshot_every: int = 50  # in-memory good state for NaN roll-back
     tensorboard: bool = False
     resume: bool = False
+    resume_if_saved: bool = False  # resume when --model already holds a save, else start new (farm retries)
     init_from: str | None = None
     init_parts: list[str] = field(default_factory=lambda: ["encoder", "inter"])
     freeze: list[str] = field(default_factory=list)
@@ -125,7 +126,8 @@ class Trainer:
 
         # --- the model: resumed, or new (optionally initialised from another) -------------
         self.manifest: dict
-        if o.resume:
+        self.resuming = o.resume or (o.resume_if_saved and (self.folder / "manifest.json").exists())
+        if self.resuming:
             self.model, self.manifest = store.load_model(self.folder, device="cpu")
             self.iteration = int(self.manifest["iteration"])
         else:
@@ -178,7 +180,7 @@ class Trainer:
 
             self.disc = PatchDiscriminator().to(self.device)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=fused)
-        if o.resume:
+        if self.resuming:
             rng = store.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
             if self.disc is not None:
                 disc = store.load_extra_tensors(self.folder, "disc.", device=self.device)

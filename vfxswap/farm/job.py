@@ -1,0 +1,122 @@
+"""One farm job, described once: the commands every farm format runs.
+
+A `FarmJob` is what a TD asks for (plates, model, faceset, layers folder, frame range, chunk
+size, render options, and optionally a training step). The OpenJD bundle, the OpenCue outline
+and the Deadline 10 submission files are all written from it, so the three can never disagree
+on what a task runs. Commands are argument lists; each writer quotes them for its own format
+and puts in its own frame tokens.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfxswap.errors import VfxSwapError
+from vfxswap.plates.frames import parse_frames
+
+
+@dataclass
+class TrainStep:
+    """Training as one task on one node: `vfxswap train --gpus N` runs N local DDP processes
+    under torchrun --standalone (NCCL on GPUs, gloo on CPU). Multi-node runs are launched with
+    torchrun by hand or by a scheduler that hands out hosts together (see README); a farm task
+    lives on one node."""
+
+    src: str  # faceset A (the identity to render)
+    release_ref: str  # the performers' release reference, recorded verbatim in the model
+    release_ref_dst: str | None = None  # B's, when it differs (release_ref is then A's)
+    preset: str = "quick"
+    iters: int = 1000
+    batch: int | None = None
+    gpus: int = 1
+    device: str = "auto"
+
+
+@dataclass
+class FarmJob:
+    plates: str
+    model: str
+    faceset: str  # destination faceset; extracted by the job when it does not exist yet
+    out: str  # the face layers' folder
+    frames: str
+    chunk: int = 10
+    render_options: dict = field(default_factory=dict)  # extra `vfxswap render` flags: {"mask": "hull"}
+    engine: str = "vfxswap"  # the engine command on the farm nodes
+    extract: bool | None = None  # None: extract when the faceset does not exist
+    train: TrainStep | None = None
+
+    def __post_init__(self):
+        parse_frames(self.frames)  # a clear error here rather than on the farm
+        if self.chunk < 1:
+            raise VfxSwapError(f"--chunk {self.chunk}: must be at least 1")
+        if self.extract is None:
+            self.extract = not (Path(self.faceset) / "faceset.db").exists()
+        if self.train is not None and self.train.gpus < 1:
+            raise VfxSwapError(f"--train-gpus {self.train.gpus}: must be at least 1")
+
+    def absolute(self) -> "FarmJob":
+        """The same job with absolute paths: farm nodes do not share our working directory."""
+        from dataclasses import replace
+
+        def ab(p):
+            return str(Path(p).absolute())
+
+        train = replace(self.train, src=ab(self.train.src)) if self.train else None
+        return replace(self, plates=ab(self.plates), model=ab(self.model), faceset=ab(self.faceset),
+                       out=ab(self.out), train=train)
+
+    # --- commands (argument lists) ------------------------------------------------------------
+
+    def extract_args(self) -> list[str]:
+        return [*shlex.split(self.engine), "extract", self.plates, "--out", self.faceset, "--frames", self.frames]
+
+    def train_args(self) -> list[str]:
+        t = self.train
+        if t is None:
+            raise VfxSwapError("this job has no training step")
+        ref_flags = ["--release-ref", t.release_ref] if not t.release_ref_dst else \
+            ["--release-ref-src", t.release_ref, "--release-ref-dst", t.release_ref_dst]
+        args = ["train", "--src", t.src, "--dst", self.faceset, "--model", self.model, "--preset", t.preset,
+                "--iters", str(t.iters), "--device", t.device, "--resume-if-saved", *ref_flags]
+        if t.batch:
+            args += ["--batch", str(t.batch)]
+        if t.gpus != 1:  # `vfxswap train --gpus N` runs itself under torchrun --standalone
+            args += ["--gpus", str(t.gpus)]
+        return [*shlex.split(self.engine), *args]
+
+    def render_args(self, frames: str) -> list[str]:
+        """`vfxswap render` for one chunk; `frames` is a range or the farm's frame token."""
+        args = [*shlex.split(self.engine), "render", "--model", self.model, "--plates", self.plates,
+                "--faceset", self.faceset, "--out", self.out, "--frames", frames, "--skip-existing",
+                "--progress", "json"]
+        for key, value in self.render_options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                args.append(flag)
+            elif value is not None and value is not False:
+                args += [flag, str(value)]
+        return args
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """Contiguous (first, last) chunks of at most `chunk` frames over the range, in order;
+        a gap in the range starts a new chunk (as OpenJD's CONTIGUOUS constraint does)."""
+        frames = parse_frames(self.frames)
+        out: list[tuple[int, int]] = []
+        start = prev = frames[0]
+        for f in frames[1:]:
+            if f != prev + 1 or f - start >= self.chunk:
+                out.append((start, prev))
+                start = f
+            prev = f
+        out.append((start, prev))
+        return out
+
+
+def shell_line(args: list[str], keep: Iterable[str] | Mapping[str, str] = ()) -> str:
+    """A POSIX shell line. Arguments in `keep` (farm tokens like <STARTFRAME>, or `"$VAR"`) go in
+    verbatim; a mapping puts its value in place of the argument instead."""
+    subs = keep if isinstance(keep, Mapping) else {k: k for k in keep}
+    return " ".join(subs[a] if a in subs else shlex.quote(a) for a in args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import yaml
 from conftest import make_astronaut_shot
 from vfxswap.atomic import is_temp_path, temp_path_for
 from vfxswap.farm import session
-from vfxswap.farm.bundle import run_bundle, run_command, template, write_bundle
+from vfxswap.farm.bundle import parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
 from vfxswap.farm.status import farm_status
 from vfxswap.render import RenderOptions, render
@@ -83,6 +84,40 @@ def test_template_steps_environments_and_values(tmp_path):
                   train=TrainStep(src="a", release_ref="R", device="cpu"))
     assert [s["name"] for s in template(cpu)["steps"]] == ["Train", "Render"]
     assert "hostRequirements" not in template(cpu)["steps"][0]
+
+
+def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):
+    """Each step's script, run by bash with the job environment's variables as the farm sets
+    them: an engine path with a space and values with quotes arrive as single arguments."""
+    engine_dir = tmp_path / "my engine"
+    engine_dir.mkdir()
+    fake = engine_dir / "vfxswap"
+    fake.write_text('#!/usr/bin/env python3\nimport json, os, sys\n'
+                    'open(os.environ["ARGV_LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")\n')
+    fake.chmod(0o755)
+    odd = tmp_path / "it's a \"shot\""
+    job = FarmJob(plates=str(odd / "plate.####.exr"), model=str(odd / "model"), faceset=str(odd / "fs"),
+                  out=str(odd / "out"), frames="1001-1004", engine=f"{shlex.quote(str(fake))} --verbose",
+                  train=TrainStep(src=str(odd / "a"), release_ref="REL 9's \"A\"", iters=3))
+    doc = template(job)
+    env = dict(os.environ, ARGV_LOG=str(tmp_path / "argv.jsonl"))
+    values = {v["name"]: v["value"] for v in parameter_values(job)["parameterValues"]}
+    for var, value in doc["jobEnvironments"][0]["variables"].items():
+        env[var] = str(values[value[len("{{Param."):-2]])
+    assert doc["steps"][-1]["stepEnvironments"][0]["variables"]["VFXSWAP_SESSION"] == "{{Session.WorkingDirectory}}"
+    env["VFXSWAP_SESSION"] = str(odd)
+    scripts = [s["script"]["embeddedFiles"][0]["data"] for s in doc["steps"]]
+    scripts.append(doc["steps"][-1]["stepEnvironments"][0]["script"]["embeddedFiles"][0]["data"])
+    for text in scripts:
+        text = text.replace("{{Task.Param.Frame}}", "1001-1002")
+        subprocess.run(["bash", "-c", text], env=env, check=True)
+    extract, train, render, enter = [json.loads(x) for x in (tmp_path / "argv.jsonl").read_text().splitlines()]
+    assert extract == ["--verbose", "extract", str(odd / "plate.####.exr"), "--out", str(odd / "fs"),
+                       "--frames", "1001-1004"]
+    assert train[train.index("--release-ref") + 1] == "REL 9's \"A\"" and train[train.index("--src") + 1] == str(odd / "a")
+    assert render == ["--verbose", "farm", "session", "render", str(odd), "--frames", "1001-1002"]
+    assert enter[:5] == ["--verbose", "farm", "session", "start", str(odd)]
+    assert enter[enter.index("--plates") + 1] == str(odd / "plate.####.exr")
 
 
 def test_bad_job_input_is_one_clear_error(tmp_path):

@@ -71,6 +71,20 @@ def cmd_plates_convert(args) -> int:
     return _exit_for(report.failed)
 
 
+def to_flags(options: dict) -> list[str]:
+    """Command-line flags for an options dict ({"mask": "hull", "layers": True, "track": 0}): what
+    hosts and farm jobs append to a `vfxswap render` line. True is a bare flag; None and False
+    are left out; 0 is a value (track 0 is a track); lists give one argument an item."""
+    flags = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not None and value is not False:
+            flags += [flag, *([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])]
+    return flags
+
+
 def _exit_for(failed: dict) -> int:
     """Frames that failed were each reported as they happened; end with one summary line."""
     from vfxswap.plates.frames import format_frames

@@ -12,7 +12,7 @@ extension) and `parameter_values.yaml`: what `openjd run` executes locally and w
   sends it one chunk with `--skip-existing`, so a retried or duplicated chunk rewrites identical
   bytes (atomic writes, no wall-clock stamps) and never touches its neighbours' frames.
 Parameter values reach the scripts as environment variables, so paths with spaces or quotes
-need no escaping; the engine command is shell words (`/opt/vfxswap\ 1.2/bin/vfxswap`,
+need no escaping; the engine command is shell words (`'/opt/vfxswap 1.2/bin/vfxswap'`,
 `python -m vfxswap`), split once by `eval` into an array.
 """
 
@@ -93,7 +93,7 @@ def template(job: FarmJob) -> dict:
         if job.train.device != "cpu":
             train["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": job.train.gpus}]}
         steps.append(train)
-    session = '"{{Session.WorkingDirectory}}"'
+    session = '"$VFXSWAP_SESSION"'
     render_argv = tok.render_args(tok.frames)
     render_argv = render_argv[render_argv.index("render") + 1:]  # what `vfxswap render` takes
     engine = f"{_ENGINE} farm session"
@@ -102,7 +102,8 @@ def template(job: FarmJob) -> dict:
         "parameterSpace": {"taskParameterDefinitions": [{
             "name": "Frame", "type": "CHUNK[INT]", "range": "{{Param.Frames}}",
             "chunks": {"defaultTaskCount": "{{Param.ChunkSize}}", "rangeConstraint": "CONTIGUOUS"}}]},
-        "stepEnvironments": [{"name": "RenderEngine", "variables": {"PYTHONUNBUFFERED": "1"}, "script": {
+        "stepEnvironments": [{"name": "RenderEngine", "variables": {
+            "PYTHONUNBUFFERED": "1", "VFXSWAP_SESSION": "{{Session.WorkingDirectory}}"}, "script": {
             "actions": {"onEnter": {"command": "bash", "args": ["{{Env.File.Enter}}"]},
                         "onExit": {"command": "bash", "args": ["{{Env.File.Exit}}"]}},
             "embeddedFiles": [

@@ -89,16 +89,11 @@ class FarmJob:
 
     def render_args(self, frames: str) -> list[str]:
         """`vfxswap render` for one chunk; `frames` is a range or the farm's frame token."""
-        args = [*shlex.split(self.engine), "render", "--model", self.model, "--plates", self.plates,
+        from vfxswap.cli import to_flags
+
+        return [*shlex.split(self.engine), "render", "--model", self.model, "--plates", self.plates,
                 "--faceset", self.faceset, "--out", self.out, "--frames", frames, "--skip-existing",
-                "--progress", "json"]
-        for key, value in self.render_options.items():
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                args.append(flag)
-            elif value is not None and value is not False:
-                args += [flag, str(value)]
-        return args
+                "--progress", "json", *to_flags(self.render_options)]
 
     def chunks(self) -> list[tuple[int, int]]:
         """Contiguous (first, last) chunks of at most `chunk` frames over the range, in order;

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from vfxswap.cli import to_flags
+
 
 @dataclass
 class RenderJob:
@@ -40,13 +42,7 @@ class RenderJob:
             cmd += ["--faceset", self.faceset]
         if self.frames:
             cmd += ["--frames", self.frames]
-        for key, value in self.options.items():
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                cmd.append(flag)
-            elif value not in (None, False):
-                cmd += [flag] + ([str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)])
-        return cmd
+        return cmd + to_flags(self.options)
 
     def outputs(self) -> dict[str, str]:
         """Where the results land, as hosts name them (Nuke `####` patterns)."""

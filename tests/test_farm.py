@@ -280,6 +280,29 @@ def test_session_engine_renders_chunks_like_a_plain_render(shot, tmp_path, capsy
     assert _digests(tmp_path / "engine") == _digests(tmp_path / "plain")
 
 
+def test_a_cancelled_task_stops_its_chunk_and_the_engine_serves_on(shot, tmp_path):
+    """The farm cancels a task (SIGTERM to the task's process): the engine stops that chunk after
+    the frame in hand, leaves only whole frames, and serves the session's next task."""
+    sess = tmp_path / "session"
+    state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=60)
+    try:
+        task = subprocess.Popen([sys.executable, "-m", "vfxswap", "farm", "session", "render", str(sess),
+                                 "--frames", "1001-1006"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = json.loads(task.stdout.readline())
+        assert first["event"] == "start"
+        task.send_signal(signal.SIGTERM)
+        assert task.wait(timeout=60) == 130
+        time.sleep(1.0)
+        on_disk = sorted(_digests(tmp_path / "engine"))
+        assert len(on_disk) < 6, "the cancelled chunk ran to the end"
+        assert not [p for p in (tmp_path / "engine").iterdir() if is_temp_path(p.name)]
+        assert session._alive(state["pid"])
+        assert session.render_chunk(sess, "1001-1006") == 0
+        assert farm_status(tmp_path / "engine", frames="1001-1006").complete
+    finally:
+        session.stop(sess)
+
+
 def test_a_task_whose_engine_died_renders_its_chunk_itself(shot, tmp_path):
     sess = tmp_path / "session"
     state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=60)
@@ -347,3 +370,16 @@ def test_status_reports_done_missing_failed_and_leftovers(shot, tmp_path):
     assert healed.complete and not healed.failed and not healed.temp_files
     assert np.array_equal(np.frombuffer((out / "face.1004.exr").read_bytes()[:100], np.uint8),
                           np.frombuffer(good[:100], np.uint8))
+
+
+def test_render_finds_the_faces_of_plates_under_a_mapped_path(shot, tmp_path):
+    """A farm node sees the plates under another root (path mapping, another mount): the faceset's
+    one source with the same sequence name is used, and the layers are the same bytes."""
+    render(RenderOptions(model="passthrough", plates=str(shot / "plates" / "plate.####.exr"),
+                         faceset=str(shot / "faceset"), out=str(tmp_path / "here"), frames="1001-1002"))
+    mount = tmp_path / "mnt" / "show"
+    mount.parent.mkdir()
+    mount.symlink_to(shot / "plates")
+    render(RenderOptions(model="passthrough", plates=str(mount / "plate.####.exr"), faceset=str(shot / "faceset"),
+                         out=str(tmp_path / "mapped"), frames="1001-1002"))
+    assert _digests(tmp_path / "mapped") == _digests(tmp_path / "here") and len(_digests(tmp_path / "here")) == 2

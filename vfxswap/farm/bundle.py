@@ -34,9 +34,11 @@ from vfxswap.farm.job import FarmJob, shell_line
 # job parameter -> (environment variable, definition)
 _PATH = {"type": "PATH", "objectType": "DIRECTORY"}
 _PARAMS = {
-    "Plates": ("VFXSWAP_PLATES", {"type": "STRING", "description": "plate sequence pattern (####)"}),
+    # a folder (PATH, so Deadline Cloud's job attachments carry and remap it) + the file pattern in it
+    "PlatesDir": ("VFXSWAP_PLATES_DIR", {**_PATH, "dataFlow": "IN", "description": "the plates' folder"}),
+    "PlateName": ("VFXSWAP_PLATE_NAME", {"type": "STRING", "description": "the sequence in it: sh010.####.exr"}),
     "Model": ("VFXSWAP_MODEL", {**_PATH, "dataFlow": "IN"}),
-    "Faceset": ("VFXSWAP_FACESET", {**_PATH, "dataFlow": "INOUT"}),
+    "Faceset": ("VFXSWAP_FACESET", {**_PATH, "dataFlow": "IN"}),
     "OutDir": ("VFXSWAP_OUT", {**_PATH, "dataFlow": "OUT"}),
     "Frames": ("VFXSWAP_FRAMES", {"type": "STRING", "default": "1001-1100"}),
     "ChunkSize": (None, {"type": "INT", "default": 10, "minValue": 1}),
@@ -71,10 +73,14 @@ def _script(line: str) -> dict:
 def template(job: FarmJob) -> dict:
     """The job template for `job` (its values go in parameter_values.yaml, not here)."""
     tok = copy.copy(job)  # the job with every value replaced by its environment variable
-    tok.plates, tok.model, tok.faceset, tok.out = _var("Plates"), _var("Model"), _var("Faceset"), _var("OutDir")
+    tok.plates = '"$VFXSWAP_PLATES_DIR/$VFXSWAP_PLATE_NAME"'
+    tok.model, tok.faceset, tok.out = _var("Model"), _var("Faceset"), _var("OutDir")
     tok.frames, tok.engine = _var("Frames"), _ENGINE_WORD
     keep = {tok.plates, tok.model, tok.faceset, tok.out, tok.frames, "{{Task.Param.Frame}}"}
     params = dict(_PARAMS)
+    # what each folder's data does in this job (job attachments upload IN, bring back OUT)
+    if job.extract:
+        params["Faceset"] = ("VFXSWAP_FACESET", {**_PATH, "dataFlow": "OUT"})
     if job.train:
         params.update({k: v for k, v in _TRAIN_PARAMS.items() if k != "ReleaseRefDst" or job.train.release_ref_dst})
         tok.train = replace(job.train, src=_var("TrainSrc"), release_ref=_var("ReleaseRef"),
@@ -82,7 +88,8 @@ def template(job: FarmJob) -> dict:
                             preset=_var("Preset"), iters=_var("Iters"), gpus=_var("TrainGpus"))
         keep |= {tok.train.src, tok.train.release_ref, tok.train.release_ref_dst, tok.train.preset,
                  tok.train.iters, tok.train.gpus}
-        params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": "INOUT"})
+        written = "INOUT" if (Path(job.model) / "manifest.json").exists() else "OUT"  # resumed, or new
+        params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": written})
     keep = {k: k for k in keep if k} | {_ENGINE_WORD: _ENGINE}
 
     steps = []
@@ -123,8 +130,9 @@ def template(job: FarmJob) -> dict:
 
 
 def parameter_values(job: FarmJob) -> dict:
-    values = {"Plates": job.plates, "Model": job.model, "Faceset": job.faceset, "OutDir": job.out,
-              "Frames": job.frames, "ChunkSize": int(job.chunk), "Vfxswap": job.engine}
+    plates = Path(job.plates)
+    values = {"PlatesDir": str(plates.parent), "PlateName": plates.name, "Model": job.model,
+              "Faceset": job.faceset, "OutDir": job.out, "Frames": job.frames, "ChunkSize": int(job.chunk), "Vfxswap": job.engine}
     if job.train:
         t = job.train
         values.update({"TrainSrc": t.src, "ReleaseRef": t.release_ref, "Preset": t.preset, "Iters": int(t.iters),

@@ -172,8 +172,16 @@ class Renderer:
 
         key = source_key(FrameSource(self.opt.plates, self.frames, self.seq), self.opt.plates)
         with Faceset(self.opt.faceset) as fs:
-            rows = fs.faces("source = ?", (key,), include_excluded=False)
             sources = fs.sources()
+            if key not in sources:
+                # The same plates under another path (a farm's path mapping, another mount point):
+                # the one source with the same file name pattern.
+                same = [s for s in sources if os.path.basename(s) == os.path.basename(key)]
+                if len(same) == 1:
+                    log.info("%s: faces of %s found as %s (the same sequence under another path)",
+                             self.opt.faceset, key, same[0])
+                    key = same[0]
+            rows = fs.faces("source = ?", (key,), include_excluded=False)
         if not rows:
             held = "no faces were found in them" if key in sources else \
                 f"it holds {', '.join(sources[:3]) or 'nothing'}"

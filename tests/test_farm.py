@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import make_astronaut_shot
-from vfxswap.atomic import is_temp_path, temp_path_for
+from vfxswap.atomic import is_temp_path, process_alive, temp_path_for
 from vfxswap.farm import session
 from vfxswap.farm.bundle import parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
@@ -276,7 +276,7 @@ def test_session_engine_renders_chunks_like_a_plain_render(shot, tmp_path, capsy
         assert session.render_chunk(sess, "1001") == 0  # skipped: already whole
     finally:
         assert session.stop(sess)
-    assert not session._alive(state["pid"])
+    assert not process_alive(state["pid"])
     assert _digests(tmp_path / "engine") == _digests(tmp_path / "plain")
 
 
@@ -296,7 +296,7 @@ def test_a_cancelled_task_stops_its_chunk_and_the_engine_serves_on(shot, tmp_pat
         on_disk = sorted(_digests(tmp_path / "engine"))
         assert len(on_disk) < 6, "the cancelled chunk ran to the end"
         assert not [p for p in (tmp_path / "engine").iterdir() if is_temp_path(p.name)]
-        assert session._alive(state["pid"])
+        assert process_alive(state["pid"])
         assert session.render_chunk(sess, "1001-1006") == 0
         assert farm_status(tmp_path / "engine", frames="1001-1006").complete
     finally:
@@ -307,7 +307,7 @@ def test_a_task_whose_engine_died_renders_its_chunk_itself(shot, tmp_path):
     sess = tmp_path / "session"
     state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=60)
     os.kill(state["pid"], signal.SIGKILL)
-    while session._alive(state["pid"]):
+    while process_alive(state["pid"]):
         time.sleep(0.05)
     out = _cli("farm", "session", "render", sess, "--frames", "1002-1003")
     assert out.returncode == 0, out.stderr
@@ -319,15 +319,15 @@ def test_an_abandoned_engine_stops_by_itself(shot, tmp_path):
     sess = tmp_path / "session"
     state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=1.5)
     deadline = time.time() + 30
-    while session._alive(state["pid"]) and time.time() < deadline:
+    while process_alive(state["pid"]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not session._alive(state["pid"]), "idle engine still running"
+    assert not process_alive(state["pid"]), "idle engine still running"
     state = session.start(sess, _render_argv(shot, tmp_path / "engine"), idle_timeout=600)
     (sess / session.STATE).unlink()  # the farm removed the session folder's contents
     deadline = time.time() + 30
-    while session._alive(state["pid"]) and time.time() < deadline:
+    while process_alive(state["pid"]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not session._alive(state["pid"]), "engine outlived its session"
+    assert not process_alive(state["pid"]), "engine outlived its session"
 
 
 def test_an_engine_that_cannot_load_says_why(shot, tmp_path):

@@ -44,15 +44,21 @@ def is_orphan_temp(path: str | os.PathLike) -> bool:
     """A temporary file whose writer was on this host and is gone (killed mid-write): safe to
     delete. Files of other hosts are never judged here, since their writer may be running."""
     owner = temp_owner(path)
-    if owner is None or owner[0] != _HOST:
-        return False
+    return owner is not None and owner[0] == _HOST and not process_alive(owner[1])
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` on this host still runs (another user's counts; a zombie does not)."""
     try:
-        os.kill(owner[1], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
         return False
-    return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_orphan_temps(folder: str | os.PathLike) -> list[Path]:

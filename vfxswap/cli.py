@@ -272,14 +272,12 @@ def cmd_farm(args) -> int:
 
 
 def _default_engine() -> str:
-    """This vfxswap, as shell words: on PATH, else the one beside this Python (a venv not on PATH)."""
+    """This vfxswap, as shell words."""
     import shlex
-    import shutil
-    from pathlib import Path
 
-    beside = Path(sys.executable).parent / "vfxswap"
-    found = shutil.which("vfxswap") or (str(beside) if beside.exists() else "vfxswap")
-    return shlex.quote(found)
+    from vfxswap.farm.job import find_command
+
+    return shlex.quote(find_command("vfxswap") or "vfxswap")
 
 
 def _farm_bundle(args) -> int:

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.farm.job import FarmJob, shell_line
+from vfxswap.farm.job import FarmJob, find_command, shell_line
 
 # job parameter -> (environment variable, definition)
 _PATH = {"type": "PATH", "objectType": "DIRECTORY"}
@@ -132,7 +130,8 @@ def template(job: FarmJob) -> dict:
 def parameter_values(job: FarmJob) -> dict:
     plates = Path(job.plates)
     values = {"PlatesDir": str(plates.parent), "PlateName": plates.name, "Model": job.model,
-              "Faceset": job.faceset, "OutDir": job.out, "Frames": job.frames, "ChunkSize": int(job.chunk), "Vfxswap": job.engine}
+              "Faceset": job.faceset, "OutDir": job.out, "Frames": job.frames, "ChunkSize": int(job.chunk),
+              "Vfxswap": job.engine}
     if job.train:
         t = job.train
         values.update({"TrainSrc": t.src, "ReleaseRef": t.release_ref, "Preset": t.preset, "Iters": int(t.iters),
@@ -167,8 +166,7 @@ def validate(bundle: str | Path) -> None:
 
 
 def openjd_command() -> str:
-    beside = Path(sys.executable).parent / "openjd"  # a venv's own openjd, when the venv is not on PATH
-    found = shutil.which("openjd") or (str(beside) if beside.exists() else None)
+    found = find_command("openjd")
     if found is None:
         raise VfxSwapError("openjd (openjd-cli) is not installed: pip install openjd-cli")
     return found

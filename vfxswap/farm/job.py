@@ -10,6 +10,8 @@ and puts in its own frame tokens.
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,3 +117,9 @@ def shell_line(args: list[str], keep: Iterable[str] | Mapping[str, str] = ()) ->
     verbatim; a mapping puts its value in place of the argument instead."""
     subs = keep if isinstance(keep, Mapping) else {k: k for k in keep}
     return " ".join(subs[a] if a in subs else shlex.quote(a) for a in args)
+
+
+def find_command(name: str) -> str | None:
+    """A console script on PATH, else the one beside this Python (a venv not on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else None)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from vfxswap import atomic
+from vfxswap.atomic import process_alive
 from vfxswap.errors import VfxSwapError
 from vfxswap.plates.frames import parse_frames
 
@@ -163,7 +163,7 @@ def stop(session_dir: str | Path, *, wait: float = 30.0) -> bool:
         pass
     (folder / STATE).unlink(missing_ok=True)  # a hung engine sees this and leaves within seconds
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and _alive(state["pid"]):
+    while time.monotonic() < deadline and process_alive(state["pid"]):
         time.sleep(0.1)
     return True
 
@@ -202,17 +202,3 @@ def _read_line(conn: socket.socket) -> dict | None:
         return json.loads(data)
     except json.JSONDecodeError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True

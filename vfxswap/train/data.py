@@ -30,8 +30,12 @@ replacement) gets two different augmentations.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
+import os
 import random
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,11 +377,23 @@ class EpochBatchSampler:
 def _worker_init(worker_id: int) -> None:
     """Workers run one sample at a time: single-threaded kernels, no oversubscription.
     The global RNGs are seeded for tidiness only; augmentation never uses them."""
+    atexit.register(_leave_without_native_teardown)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     seed = torch.initial_seed() & 0xFFFFFFFF
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _leave_without_native_teardown() -> None:
+    """A worker's last act, once Python has finished its own exit work: end the process here.
+    Left to run, C++ libraries' static destructors can abort a spawned worker at exit
+    ("terminate called without an active exception", a joinable thread in a pool), which torch
+    then reports as a failed worker in the middle of a normal close."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 class Batches:

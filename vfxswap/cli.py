@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eyes-mouth-weight", type=float, default=3.0, help="loss weight inside eyes and mouth")
     p.add_argument("--uniform-yaw", action="store_true", help="sample faces evenly over head yaw")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--workers", type=int, help="data loader processes per identity (default: from the cores, "
+                                                "at most 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--gpus", type=int, default=1,
                    help="data-parallel processes on this node, one per GPU (runs itself under torchrun "

@@ -55,7 +55,7 @@ class TrainOptions:
     eyes_mouth_weight: float = 3.0
     uniform_yaw: bool = False
     flip: bool = True
-    workers: int = 2
+    workers: int | None = None  # loader processes per identity; None: data.default_workers
     device: str = "auto"
     bf16: bool | None = None  # None: on for CUDA
     compile: bool = False
@@ -156,8 +156,10 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
 
         # --- data ----------------------------------------------------------------------------
-        from vfxswap.train.data import FaceSamples, make_loader
+        from vfxswap.train.data import FaceSamples, default_workers, make_loader
 
+        if o.workers is None:
+            o.workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         res = self.config.resolution
         shard = (self.rank, self.world) if self.world > 1 else None
         self.data = {}

@@ -458,3 +458,15 @@ def test_model_info_format_info_release_refs(tmp_path):
     info = store.model_info(folder, verify=True)
     assert info["verified"] is False and "weights.safetensors" in info["problem"]
     assert "WRONG SIZE" in store.format_info(info)
+
+
+def test_pick_device_words():
+    from vfxswap.models.store import pick_device
+
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(VfxSwapError, match="not a device"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(VfxSwapError, match="CUDA is not available"):
+            pick_device("cuda:1")

@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--like", nargs="+", help="only faces like these reference images (or folders)")
     p.add_argument("--plate-space", help="plate colour space (default: from the header)")
     p.add_argument("--ocio", help="OCIO config")
-    p.add_argument("--device", default="cpu", help="torch device for the model")
+    p.add_argument("--device", default="auto", help="torch device for the model: auto (CUDA when present), cpu, "
+                                                   "cuda, cuda:N")
     p.add_argument("--layers", action="store_true", help="add raw (unmasked), matte and stmap layers to each file")
     p.add_argument("--progress", choices=("bar", "json"), default="bar",
                    help="json: one event a line on stdout (start, each frame, done) for hosts and farm logs")

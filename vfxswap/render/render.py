@@ -61,7 +61,7 @@ class RenderOptions:
     like: list[str] | None = None  # only the faces like these reference images (or folders)
     plate_space: str | None = None
     ocio: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # CUDA when present (models.store.pick_device)
     face_type: str = "whole_face"  # for passthrough; a model brings its own
     resolution: int = 256  # for passthrough
     layers: bool = False  # add raw.RGB (unmasked), matte.Y (mask before erode/blur), stmap.RG (float)
@@ -92,14 +92,12 @@ class PassThroughPredictor:
 class ModelPredictor:
     """A trained model: encodes destination (B) faces and decodes them as the source (A)."""
 
-    def __init__(self, folder: str, device: str = "cpu"):
-        import torch
+    def __init__(self, folder: str, device: str = "auto"):
+        from vfxswap.models.store import load_model, pick_device
 
-        from vfxswap.models.store import load_model
-
-        self.model, manifest = load_model(folder, device=device)
+        self.device = pick_device(device)
+        self.model, manifest = load_model(folder, device=self.device)
         self.model.eval()
-        self.device = torch.device(device)
         self.resolution, self.face_type = self.model.config.resolution, self.model.config.face_type
         digest = hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
         self.provenance = {"model_id": manifest.get("model_id", ""), "manifest_sha256": digest,
@@ -385,6 +383,7 @@ class Renderer:
                   "written": format_frames(report.written), "skipped": format_frames(report.skipped),
                   "without_faces": format_frames(report.without_faces), "failed": report.failed,
                   "model": self.predict.provenance, "options": {k: v for k, v in vars(self.opt).items()},
+                  "device": str(getattr(self.predict, "device", "cpu")),
                   "colour": self.pipe.describe() if self.pipe else None}
         name = f"render_{frames[0]}-{frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
         atomic.write_text(Path(self.opt.out) / "manifests" / name, json.dumps(record, indent=2, default=str))

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from vfxswap import __version__
 from vfxswap.errors import VfxSwapError
+from vfxswap.models.store import pick_device
 
 log = logging.getLogger("vfxswap")
 
@@ -84,14 +85,6 @@ class Pair(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor):
         return self.model(a, "A"), self.model(b, "B")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VfxSwapError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _distributed() -> tuple[int, int, int]:

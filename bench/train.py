@@ -12,8 +12,9 @@ Variants, each with its own model (same seed) and optimiser, steps interleaved r
 a rotating order so drift cancels out:
   fp32 eager   baseline: fp32, contiguous tensors, no autocast, AdamW not fused (on CUDA, cuDNN's
                default TF32 convolutions apply, as in any plain PyTorch run)
-  CUDA         bf16 autocast + channels_last + fused AdamW (what the trainer does there), and with
-               --compile the same under torch.compile
+  CUDA         bf16 autocast + channels_last + fused AdamW + cudnn.benchmark (what the trainer does
+               there; the flag is set before each variant's step, so the baseline runs without it),
+               and with --compile the same under torch.compile
   CPU          fp32 channels_last, and bf16 autocast + channels_last (AMX-bf16 CPUs). The trainer on
                CPU uses neither by default (bf16 only with --bf16 on, never channels_last): these rows
                say whether they would pay.
@@ -72,8 +73,9 @@ def synthetic(n: int, r: int, device: torch.device, seed: int) -> dict[str, torc
 class Runner:
     """One variant: its own model, optimiser and copy of the batches; `step()` -> seconds."""
 
-    def __init__(self, config, device, batches, *, bf16=False, cl=False, fused=False, compile=False):
-        self.device, self.bf16, self.skipped = device, bf16, 0
+    def __init__(self, config, device, batches, *, bf16=False, cl=False, fused=False, compile=False,
+                 benchmark=False):
+        self.device, self.bf16, self.benchmark, self.skipped = device, bf16, benchmark, 0
         self.model = FaceModel(config, seed=0).to(device)
         fmt = torch.channels_last if cl else torch.contiguous_format
         self.model.to(memory_format=fmt)
@@ -84,6 +86,7 @@ class Runner:
 
     def step(self) -> float:
         a, b, cuda = self.a, self.b, self.device.type == "cuda"
+        torch.backends.cudnn.benchmark = self.benchmark
         if cuda:
             torch.cuda.synchronize()
         t0 = now()
@@ -108,7 +111,7 @@ class Runner:
 def variants(device: torch.device, compile: bool) -> dict[str, dict]:
     out = {"fp32 eager": {}}
     if device.type == "cuda":
-        out["bf16 cl fused"] = dict(bf16=True, cl=True, fused=True)
+        out["bf16 cl fused"] = dict(bf16=True, cl=True, fused=True, benchmark=True)
     else:
         out["fp32 cl"] = dict(cl=True)
         out["bf16 cl"] = dict(bf16=True, cl=True)

@@ -470,3 +470,36 @@ def test_pick_device_words():
     if not torch.cuda.is_available():
         with pytest.raises(VfxSwapError, match="CUDA is not available"):
             pick_device("cuda:1")
+
+
+def test_resumed_moments_take_their_channels_last_parameters_layout(tmp_path):
+    """A save is contiguous; a model on CUDA trains channels_last with fused AdamW. The resumed
+    moments must have their parameters' strides, or the fused step mixes up elements (CPU) or
+    refuses to run (CUDA): the resumed run must continue exactly as the unbroken one."""
+    def fresh():
+        model = make_model(seed=5).to(memory_format=torch.channels_last)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
+
+    x = torch.rand(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+
+    def step(model, opt):
+        opt.zero_grad()
+        rgb, mask = model(x, "A")
+        (((rgb - x) ** 2).mean() + mask.mean() * 0.1).backward()
+        opt.step()
+
+    model, opt = fresh()
+    for _ in range(3):
+        step(model, opt)
+    store.save_model(tmp_path / "m", model, make_manifest(3), optimizer=opt)
+    step(model, opt)  # the unbroken run's next step
+
+    resumed, ropt = fresh()
+    resumed.load_state_dict(store.load_model(tmp_path / "m")[0].state_dict())
+    store.load_training_state(tmp_path / "m", resumed, ropt)
+    conv = resumed.encoder.downs[1].weight
+    assert not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last)
+    assert ropt.state[conv]["exp_avg"].stride() == conv.stride()
+    step(resumed, ropt)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

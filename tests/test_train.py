@@ -78,6 +78,30 @@ def test_non_finite_loss_rolls_back_and_lowers_lr(synthetic, tmp_path, monkeypat
     assert all(np.isfinite(e["loss"]) for e in events if "loss" in e)
 
 
+def test_a_second_roll_back_returns_to_the_same_good_state(synthetic, tmp_path, monkeypatch):
+    """Two bad steps with one good step between them and no new snapshot: both roll-backs must
+    restore the optimizer state as it was at the snapshot, not as the good step left it."""
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m", iters=4, snapshot_every=2))
+    real_step, calls, seen = trainer.step, {"n": 0}, []
+
+    def flaky(x, y):  # good, good (snapshot at 2), bad, good (iteration 3), bad, good, good
+        calls["n"] += 1
+        return {"loss": float("nan")} if calls["n"] in (3, 5) else real_step(x, y)
+
+    monkeypatch.setattr(trainer, "step", flaky)
+    real_roll_back = trainer._roll_back
+
+    def roll_back(why):
+        real_roll_back(why)
+        seen.append({k: v["exp_avg"].clone() for k, v in trainer.optimizer.state.items()})
+
+    monkeypatch.setattr(trainer, "_roll_back", roll_back)
+    assert trainer.run() == 4
+    assert len(seen) == 2 and seen[0] and seen[0].keys() == seen[1].keys()
+    assert all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+
+
 def test_kill_9_then_resume_continues_from_the_last_save(synthetic, tmp_path):
     a, b = synthetic
     model = tmp_path / "m"

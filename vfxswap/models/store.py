@@ -262,6 +262,20 @@ def tensors_to_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, to
     except (ValueError, KeyError, RuntimeError) as e:
         raise VfxSwapError(f"{where}: does not fit this optimizer ({e}); were parts frozen or unfrozen "
                            f"since it was saved?") from None
+    _match_parameter_layouts(optimizer)
+
+
+def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Saves are contiguous, but a model on CUDA trains channels_last: a moment left contiguous
+    beside a channels_last parameter makes fused AdamW refuse the step on CUDA, and on CPU its
+    fused kernel walks the two in different orders and silently mixes up elements."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _numpy_legacy_state() -> dict:

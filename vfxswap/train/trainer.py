@@ -147,6 +147,7 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # every shape is static: time the conv algorithms once
 
         # --- data ----------------------------------------------------------------------------
         from vfxswap.train.data import FaceSamples, default_workers, make_loader
@@ -240,7 +241,9 @@ class Trainer:
                                f"lower --lr")
         weights, opt_state, it = self._snapshot
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(opt_state)
+        # a copy: load_state_dict adopts the tensors it is given, and training would then change
+        # the snapshot that a second roll-back returns to
+        self.optimizer.load_state_dict(copy.deepcopy(opt_state))
         self.opt.lr *= 0.5
         log.warning("iteration %d: %s; rolled back to iteration %d and lowered lr to %.3g",
                     self.iteration, why, it, self.opt.lr)
@@ -333,6 +336,8 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
             if bar is not None:
                 bar.close()
+            for loader in self.data.values():  # worker processes end now, not at garbage collection
+                loader.close()
         if self.world > 1:
             self.ranks_identical = self._ranks_agree()
         if self.main:

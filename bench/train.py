@@ -15,9 +15,9 @@ a rotating order so drift cancels out:
   CUDA         bf16 autocast + channels_last + fused AdamW + cudnn.benchmark (what the trainer does
                there; the flag is set before each variant's step, so the baseline runs without it),
                and with --compile the same under torch.compile
-  CPU          fp32 channels_last, and bf16 autocast + channels_last (AMX-bf16 CPUs). The trainer on
-               CPU uses neither by default (bf16 only with --bf16 on, never channels_last): these rows
-               say whether they would pay.
+  CPU          bf16 autocast (what the trainer does by default on CPUs with bf16 in hardware, AMX or
+               AVX512-BF16; elsewhere it stays fp32), and bf16 + channels_last (which the trainer does
+               not use on CPU: the row says whether it would pay).
 Figures: median step time over --steps after --warmup untimed steps; samples/s = 2 * batch / step
 (two identities a step); speed-up = baseline step / variant step. TFLOP/s = flops_per_sample * 3
 (forward + backward) * 2 * batch / step (convs and dense layers only; LIAE's A path is counted with
@@ -113,7 +113,7 @@ def variants(device: torch.device, compile: bool) -> dict[str, dict]:
     if device.type == "cuda":
         out["bf16 cl fused"] = dict(bf16=True, cl=True, fused=True, benchmark=True)
     else:
-        out["fp32 cl"] = dict(cl=True)
+        out["bf16"] = dict(bf16=True)
         out["bf16 cl"] = dict(bf16=True, cl=True)
     if compile:
         out[list(out)[-1] + " compiled"] = dict(list(out.values())[-1], compile=True)

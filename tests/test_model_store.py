@@ -461,7 +461,7 @@ def test_model_info_format_info_release_refs(tmp_path):
 
 
 def test_pick_device_words():
-    from vfxswap.models.store import pick_device
+    from vfxswap.models.device import pick_device
 
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert pick_device("cpu") == torch.device("cpu")
@@ -470,6 +470,18 @@ def test_pick_device_words():
     if not torch.cuda.is_available():
         with pytest.raises(VfxSwapError, match="CUDA is not available"):
             pick_device("cuda:1")
+
+
+def test_bf16_by_default_on_cuda_and_on_cpus_with_it_in_hardware(monkeypatch):
+    from vfxswap.models import device
+
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    native = any(f" {name}" in flags for name in ("amx_bf16", "avx512_bf16"))
+    assert bool(device.cpu_bf16_flags()) is native
+    assert device.bf16_by_default(torch.device("cpu")) is native
+    assert device.bf16_by_default(torch.device("cuda")) is True
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ())
+    assert device.bf16_by_default(torch.device("cpu")) is False
 
 
 def test_resumed_moments_take_their_channels_last_parameters_layout(tmp_path):

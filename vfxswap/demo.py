@@ -90,7 +90,7 @@ def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 250, batch: in
                        names={"A": "Eileen Collins (stills)", "B": "Eileen Collins (plate)"},
                        preset="quick", iters=iters, batch=batch, lr=3e-4, warmup=20, workers=0,
                        preview_every=max(1, iters // 2), save_every=max(1, iters), log_every=10,
-                       bf16=True if not _cuda() else None, resume=(root / "model" / "manifest.json").exists()))
+                       resume=(root / "model" / "manifest.json").exists()))
     step("rendering face layers, comp and preview")
     report = render(RenderOptions(model=str(root / "model"), plates=plates, faceset=str(root / "facesets" / "B"),
                                   out=str(root / "render"), layers=True, comp=True, preview=True, skip_existing=False))

@@ -649,20 +649,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], extra: set[str
     model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def pick_device(name: str | torch.device) -> torch.device:
-    """A torch device from a user's word: "auto" is CUDA when this machine has it, else the CPU;
-    asking for CUDA where there is none is one clear error, not a CUDA stack trace later."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VfxSwapError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise VfxSwapError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)") from None
-
-
 def load_model(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
                strict: bool = False) -> tuple[nn.Module, dict]:
     """(FaceModel with the saved weights on `device`, manifest) from a verified save.

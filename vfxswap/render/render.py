@@ -61,7 +61,7 @@ class RenderOptions:
     like: list[str] | None = None  # only the faces like these reference images (or folders)
     plate_space: str | None = None
     ocio: str | None = None
-    device: str = "auto"  # CUDA when present (models.store.pick_device)
+    device: str = "auto"  # CUDA when present (models.device.pick_device)
     face_type: str = "whole_face"  # for passthrough; a model brings its own
     resolution: int = 256  # for passthrough
     layers: bool = False  # add raw.RGB (unmasked), matte.Y (mask before erode/blur), stmap.RG (float)
@@ -93,7 +93,8 @@ class ModelPredictor:
     """A trained model: encodes destination (B) faces and decodes them as the source (A)."""
 
     def __init__(self, folder: str, device: str = "auto"):
-        from vfxswap.models.store import load_model, pick_device
+        from vfxswap.models.device import pick_device
+        from vfxswap.models.store import load_model
 
         self.device = pick_device(device)
         self.model, manifest = load_model(folder, device=self.device)

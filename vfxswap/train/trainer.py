@@ -8,8 +8,9 @@ shared encoder learns one latent space for both, which is what lets a B face be 
         lr warm-up -> forward A and B -> losses -> NaN guard -> backward -> clip -> step
         -> log / preview / save on their schedules; Ctrl-C saves and stops cleanly.
 
-Runs on CPU, CUDA (bf16 autocast, channels_last, fused AdamW, optional torch.compile) and under
-torchrun (DDP; NCCL on GPUs, gloo on CPU): rank 0 alone logs, previews and saves.
+Runs on CPU (bf16 autocast where the CPU has bf16 in hardware), on CUDA (bf16 autocast,
+channels_last, fused AdamW, optional torch.compile) and under torchrun (DDP; NCCL on GPUs, gloo
+on CPU): rank 0 alone logs, previews and saves.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch.nn as nn
 
 from vfxswap import __version__
 from vfxswap.errors import VfxSwapError
-from vfxswap.models.store import pick_device
+from vfxswap.models.device import bf16_by_default, pick_device
 
 log = logging.getLogger("vfxswap")
 
@@ -58,7 +59,7 @@ class TrainOptions:
     flip: bool = True
     workers: int | None = None  # loader processes per identity; None: data.default_workers
     device: str = "auto"
-    bf16: bool | None = None  # None: on for CUDA
+    bf16: bool | None = None  # None: models.device.bf16_by_default (CUDA; CPUs with native bf16)
     compile: bool = False
     save_every: int = 250  # iterations
     save_minutes: float = 10.0
@@ -113,7 +114,7 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         self.device = pick_device(o.device if self.world == 1 or o.device == "cpu" else f"cuda:{local}"
                                   if torch.cuda.is_available() else "cpu")
-        self.bf16 = (self.device.type == "cuda") if o.bf16 is None else o.bf16
+        self.bf16 = bf16_by_default(self.device) if o.bf16 is None else o.bf16
         self.folder = Path(o.model_dir)
         _seed_everything(o.seed)
 

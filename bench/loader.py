@@ -7,8 +7,8 @@ Builds a synthetic faceset (conftest's builder: textured HDR faces with landmark
 --size pixels, --faces faces) in a temp folder. Then, per model resolution R:
   plain       the cached face to tensors, no augmentation, no warp (the floor: decode once, copy)
   augmented   what training draws: random warp, affine, flip, colour jitter, priority map
-both single-process on warm caches, interleaved, median over rounds: ms per sample and the ratio
-augmented / plain. Then the real loader (`make_loader`, spawned workers, one identity) for each
+both in this process on one thread (cv2 and torch limited to one, as in a loader worker), on warm
+caches, interleaved, median over rounds: ms per sample and the ratio augmented / plain. Then the real loader (`make_loader`, spawned workers, one identity) for each
 --workers count: batches of --batch, samples/s over --seconds after a warm-up batch per worker.
 Training draws A and B, so two such loaders run; a model step of `s` samples/s (bench/train.py
 counts both identities) needs `s / 2` from each. --need prints how many workers per identity that
@@ -69,7 +69,12 @@ def main() -> None:
                     help="model-step samples/s (both identities) to feed, e.g. bench/train.py's figure")
     args = ap.parse_args()
 
+    import cv2
+    import torch
     from conftest import write_faceset
+
+    cv2.setNumThreads(1)  # one core, as each loader worker has (data._worker_init)
+    torch.set_num_threads(1)
 
     from vfxswap.train.data import FaceSamples, default_workers
 

@@ -477,8 +477,9 @@ class Batches:
 def default_workers(processes_on_node: int = 1) -> int:
     """Loader processes per identity when --workers is not given: the cores this process may use,
     shared among the training processes on the node, less one for each trainer, split between the two
-    identities' loaders (at most 8 each, at least 1). A sample at R = 256 takes ~3 ms of one core, so
-    16 cores (7 workers per identity) give ~4,500 samples/s: enough to keep one GPU busy."""
+    identities' loaders (at most 8 each, at least 1). A worker delivers ~150 samples/s at R = 256
+    (bench/loader.py: ~4 ms of augmentation on one core, the rest batching and hand-over), so 16
+    cores (7 workers per identity) give ~2,000 samples/s."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, (cores // max(1, processes_on_node) - 1) // 2))
 

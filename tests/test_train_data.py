@@ -18,7 +18,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces.align import MIRROR_68
 from vfxswap.faceset import Faceset
 from vfxswap.plates import read_image
-from vfxswap.train.data import EpochBatchSampler, FaceSamples, make_loader
+from vfxswap.train.data import HALF_KEYS, EpochBatchSampler, FaceSamples, make_loader
 
 from conftest import SIZE, YAWS, write_faceset
 
@@ -199,6 +199,23 @@ def test_loader_batches_and_epochs(faceset):
     with make_loader(FaceSamples(faceset, 32), 20, workers=0, uniform_yaw=True, start_epoch=7) as it:
         b = next(it)
         assert b["input"].shape[0] == 20 and it.epoch == 7
+
+
+def test_batches_travel_as_half_and_hold_the_samples(faceset):
+    """A worker's batch is its samples with the images rounded to float16 (HDR values kept)."""
+    ds = FaceSamples(faceset, 32)
+    with make_loader(ds, 4, workers=1, seed=2) as it:
+        batch = next(it)
+        keys = it.sampler.epoch_batches(0)[0]
+    assert {k: v.dtype for k, v in batch.items()} == {**{k: torch.float16 for k in HALF_KEYS},
+                                                       "landmarks": torch.float32}
+    for i, key in enumerate(keys):
+        sample = ds[key]
+        for k in HALF_KEYS:
+            assert torch.equal(batch[k][i], sample[k].half()), k
+        assert torch.equal(batch["landmarks"][i], sample["landmarks"])
+    with make_loader(FaceSamples(faceset, SIZE, augment=False, warp=False), 4, workers=0) as it:
+        assert next(it)["target"].max() > 1.5  # the synthetic faces' highlight above 1 survives half
 
 
 def test_same_seed_same_batches_whatever_the_workers(faceset):

@@ -225,10 +225,14 @@ class Trainer:
         return self.opt.lr * min(1.0, (it + 1) / max(1, self.opt.warmup))
 
     def _to(self, batch: dict) -> dict:
-        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        if self.device.type == "cuda":
-            for k in ("input", "target"):
-                out[k] = out[k].contiguous(memory_format=torch.channels_last)
+        """A loader batch on the device, widened to float32 there (it travels as float16);
+        images channels_last on CUDA, as the model is."""
+        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=True)
+                out[k] = v.to(torch.float32, memory_format=fmt if k in ("input", "target") else torch.contiguous_format)
         return out
 
     def _take_snapshot(self) -> None:

@@ -312,3 +312,21 @@ def test_real_faceset_from_the_extractor(tmp_path, shared_data):
         t = time.perf_counter()
         b = next(it)
         assert b["input"].shape == (8, 3, 96, 96) and time.perf_counter() - t < 5
+
+
+def test_default_workers_follow_the_cores_and_a_cgroup_quota(tmp_path, monkeypatch):
+    from vfxswap.train import data
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("400000 100000\n")  # 4 cores' worth of CPU time
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    assert data.usable_cores(str(quota)) == 4
+    quota.write_text("max 100000\n")
+    assert data.usable_cores(str(quota)) == 32
+    assert data.usable_cores(str(tmp_path / "absent")) == 32
+    quota.write_text("150000 100000\n")
+    assert data.usable_cores(str(quota)) == 2  # a part of a core counts as one
+    monkeypatch.setattr(data, "usable_cores", lambda: 16)
+    assert data.default_workers() == 7 and data.default_workers(2) == 3 and data.default_workers(16) == 1
+    monkeypatch.setattr(data, "usable_cores", lambda: 64)
+    assert data.default_workers() == 8

@@ -504,8 +504,21 @@ def default_workers(processes_on_node: int = 1) -> int:
     identities' loaders (at most 8 each, at least 1). A worker delivers ~150 samples/s at R = 256
     (bench/loader.py: ~4 ms of augmentation on one core, the rest batching and hand-over), so 16
     cores (7 workers per identity) give ~2,000 samples/s."""
+    return max(1, min(8, (usable_cores() // max(1, processes_on_node) - 1) // 2))
+
+
+def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container
+    or farm slot limited to "400000 100000" has 4 cores' worth of time whatever the machine has;
+    more workers than that only thrash)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, (cores // max(1, processes_on_node) - 1) // 2))
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def make_loader(dataset: FaceSamples, batch: int, *, workers: int = 2, uniform_yaw: bool = False, seed: int = 0,

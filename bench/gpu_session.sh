@@ -149,7 +149,8 @@ run_stage train_bench 400 "$OUT/train_bench.log" \
 COMPARE=$("$PY" - "$OUT" "$E2E_PRESET" "$E2E_BATCH" <<'EOF' 2>&1
 """Steady end-to-end samples/s (history times after a quarter of the run: loader start-up and
 cuDNN tuning excluded) against bench/train.py's step rate for the same preset and batch, in the
-variant the trainer runs by default on that device (CUDA: bf16 channels_last fused; CPU: fp32 eager)."""
+variant the trainer runs by default on CUDA (bf16 channels_last fused). Off CUDA (the script's own
+check here) it compares with fp32 eager, whatever the CPU trainer used: a plumbing check, not a figure."""
 import json, re, sys
 from pathlib import Path
 out, preset, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])

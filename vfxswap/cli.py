@@ -441,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1,
                    help="data-parallel processes on this node, one per GPU (runs itself under torchrun "
                         "--standalone; gloo processes with --device cpu). Several nodes: see README")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 autocast (auto: on CUDA, and on CPUs with bf16 in "
-                                                             "hardware: AMX-BF16, AVX512-BF16)")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast (auto: on CUDA, and on CPUs with bf16 in hardware: AMX-BF16, AVX512-BF16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--save-every", type=int, default=250, help="save every N iterations")
     p.add_argument("--save-minutes", type=float, default=10.0, help="and at least every N minutes")

@@ -5,9 +5,11 @@ Run:  python bench/train.py [--presets quick,sae-256] [--arch df|liae] [--batch 
 
 No facesets: each step gets the same synthetic batch (smooth random images in 0..1, soft elliptic
 masks, a priority map of 3 over eyes and mouth, 1 elsewhere) made once on the device, so this
-measures the model step, not decoding or augmentation. A step is the trainer's step math: Pair
-(both identities forward), reconstruction_loss + mask_loss for A and B (from vfxswap.train), the
-finite check, zero_grad, backward, grad-norm clip 1.0, AdamW (betas 0.5, 0.999).
+measures the model step, not decoding or augmentation. A step is the trainer's own step code
+(vfxswap.train.trainer.forward_losses + guarded_update): Pair (both identities forward),
+reconstruction_loss + mask_loss for A and B, zero_grad, backward, grad-norm clip 1.0, AdamW
+(betas 0.5, 0.999) with the non-finite skip (on the device when fused; an unfused AdamW must read
+the verdict back first, as plain PyTorch code would).
 Variants, each with its own model (same seed) and optimiser, steps interleaved round-robin with
 a rotating order so drift cancels out:
   fp32 eager   baseline: fp32, contiguous tensors, no autocast, AdamW not fused (on CUDA, cuDNN's
@@ -15,9 +17,9 @@ a rotating order so drift cancels out:
   CUDA         bf16 autocast + channels_last + fused AdamW + cudnn.benchmark (what the trainer does
                there; the flag is set before each variant's step, so the baseline runs without it),
                and with --compile the same under torch.compile
-  CPU          bf16 autocast (what the trainer does by default on CPUs with bf16 in hardware, AMX or
-               AVX512-BF16; elsewhere it stays fp32), and bf16 + channels_last (which the trainer does
-               not use on CPU: the row says whether it would pay).
+  CPU          bf16 autocast + fused AdamW (what the trainer does by default on CPUs with bf16 in
+               hardware, AMX or AVX512-BF16; elsewhere it stays fp32), and the same + channels_last
+               (which the trainer does not use on CPU: the row says whether it would pay).
 Figures: median step time over --steps after --warmup untimed steps; samples/s = 2 * batch / step
 (two identities a step); speed-up = baseline step / variant step. TFLOP/s = flops_per_sample * 3
 (forward + backward) * 2 * batch / step (convs and dense layers only; LIAE's A path is counted with
@@ -41,8 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from vfxswap.models.nets import PRESETS, FaceModel, count_params, flops_per_sample
-from vfxswap.train.losses import mask_loss, reconstruction_loss
-from vfxswap.train.trainer import Pair
+from vfxswap.train.trainer import Pair, forward_losses, guarded_update
 
 TARGET, BUDGET = 0.40, 12 * 2**30
 PEAKS = [(("H100", "PCIe"), 756), (("H100", "HBM3"), 989), (("H100", "SXM"), 989), (("H200",), 989),
@@ -79,7 +80,8 @@ class Runner:
         self.model = FaceModel(config, seed=0).to(device)
         fmt = torch.channels_last if cl else torch.contiguous_format
         self.model.to(memory_format=fmt)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=5e-5, betas=(0.5, 0.999), fused=fused)
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=5e-5, betas=(0.5, 0.999), fused=fused)
         self.fn = torch.compile(Pair(self.model)) if compile else Pair(self.model)
         self.a, self.b = ({k: v.contiguous(memory_format=fmt) if v.shape[1] == 3 else v for k, v in d.items()}
                           for d in batches)
@@ -90,19 +92,9 @@ class Runner:
         if cuda:
             torch.cuda.synchronize()
         t0 = now()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            (rgb_a, mask_a), (rgb_b, mask_b) = self.fn(a["input"], b["input"])
-        rgb_a, mask_a, rgb_b, mask_b = (t.float() for t in (rgb_a, mask_a, rgb_b, mask_b))
-        loss = (reconstruction_loss(rgb_a, a["target"], a["mask"], a["weights"]) + mask_loss(mask_a, a["mask"])
-                + reconstruction_loss(rgb_b, b["target"], b["mask"], b["weights"]) + mask_loss(mask_b, b["mask"]))
-        if not torch.isfinite(loss):  # the trainer's NaN guard (a device sync, as there)
-            self.skipped += 1
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
-        loss.item()
+        loss_a, loss_b, _ = forward_losses(self.fn, a, b, self.bf16)
+        _, bad = guarded_update(self.opt, self.params, loss_a + loss_b, 1.0)
+        self.skipped += int(bad.item())  # after the step: the trainer reads it a step later
         if cuda:
             torch.cuda.synchronize()
         return now() - t0
@@ -113,8 +105,8 @@ def variants(device: torch.device, compile: bool) -> dict[str, dict]:
     if device.type == "cuda":
         out["bf16 cl fused"] = dict(bf16=True, cl=True, fused=True, benchmark=True)
     else:
-        out["bf16"] = dict(bf16=True)
-        out["bf16 cl"] = dict(bf16=True, cl=True)
+        out["bf16 fused"] = dict(bf16=True, fused=True)
+        out["bf16 cl fused"] = dict(bf16=True, cl=True, fused=True)
     if compile:
         out[list(out)[-1] + " compiled"] = dict(list(out.values())[-1], compile=True)
     return out

@@ -4,8 +4,8 @@ batches, torch.compile, save/resume on the GPU, and the saved model used on CPU 
 Why a file of its own: CI has no GPU, so these skip there; a GPU session runs them in one go
 (bench/gpu_session.sh). VFXSWAP_TEST_DEVICE=cpu runs the same tests on CPU to check their logic
 without a GPU: each fast-path assertion then checks what the trainer does on CPU instead (no
-pinning, no fused AdamW, no channels_last; bf16 only where the CPU has it in hardware), and runs
-are shortened.
+pinning, no channels_last; bf16 only where the CPU has it in hardware; fused AdamW on both), and
+runs are shortened.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_trainer_takes_the_fast_path_on_the_device(trained):
         assert all(p.is_contiguous(memory_format=CL) for p in convs)
     else:  # the CPU trainer keeps the default layout
         assert all(p.is_contiguous() and not p.is_contiguous(memory_format=CL) for p in convs if _layouts_differ(p))
-    assert bool(trainer.optimizer.defaults["fused"]) is CUDA
+    assert trainer.optimizer.defaults["fused"] is True
     assert seen["batch"] == {"pinned": CUDA, "device": trainer.device.type, "channels_last": CUDA}
     compute = torch.bfloat16 if BF16 else torch.float32
     for name in ("encoder_conv", "decoder_conv"):  # convs at both ends really run in bf16 under autocast
@@ -147,6 +147,38 @@ def test_short_run_has_finite_falling_losses(trained):
           f"{logged[-1]['samples_per_s']:.1f} samples/s")
     assert last < 0.8 * first
     assert logged[-1]["samples_per_s"] > 0
+
+
+def test_a_step_queues_its_work_without_waiting_for_the_device(facesets, tmp_path, monkeypatch):
+    """Between its checkpoints the loop never waits for the device: a step, from the batch's copy
+    to the update (and its non-finite skip), reads nothing back. On CUDA, torch's sync debug mode
+    turns any synchronising call into an error; on any device, the ways Python code reads a tensor
+    (item, tolist, bool, float, int) are refused while the steps are queued."""
+    a, b = facesets
+    trainer = Trainer(_options(a, b, tmp_path / "m"))
+    try:
+        raw = [(next(trainer.data["A"]), next(trainer.data["B"])) for _ in range(4)]
+        first = trainer.step(trainer._to(raw[0][0]), trainer._to(raw[0][1]))  # lazy set-up may wait (cudnn timing)
+        assert first.read()["bad"] is False
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a training step read a value back from the device")
+
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+                m.setattr(torch.Tensor, name, refuse)
+            if CUDA:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                queued = [trainer.step(trainer._to(x), trainer._to(y)) for x, y in raw[1:]]
+            finally:
+                if CUDA:
+                    torch.cuda.set_sync_debug_mode("default")
+        stats = [q.read() for q in queued]
+        assert [q.iteration for q in queued] == [1, 1, 1]  # step() does not count; the loop does
+        assert all(s["bad"] is False and math.isfinite(s["loss"]) and s["grad_norm"] > 0 for s in stats)
+    finally:
+        _close(trainer)
 
 
 def test_save_then_resume_on_the_device_continues_the_same_run(trained, tmp_path):

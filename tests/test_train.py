@@ -58,39 +58,68 @@ def test_release_ref_is_required_and_recorded(synthetic, tmp_path):
     assert again.returncode == 1 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
-def test_non_finite_loss_rolls_back_and_lowers_lr(synthetic, tmp_path, monkeypatch):
-    a, b = synthetic
-    trainer = Trainer(_options(a, b, tmp_path / "m", iters=6, snapshot_every=2))
-    real_step = trainer.step
-    calls = {"n": 0}
+def _nan_on_calls(trainer, monkeypatch, calls: set[int]) -> None:
+    """Make the forward's A reconstruction NaN on these calls (1-based): a bad step as a diverging
+    model would produce it, through the real loss, backward and optimiser."""
+    real, n = trainer.step_fn, [0]
 
     def flaky(x, y):
-        calls["n"] += 1
-        return {"loss": float("nan")} if calls["n"] == 4 else real_step(x, y)
+        n[0] += 1
+        (rgb_a, mask_a), rest = real(x, y)
+        return (rgb_a * float("nan") if n[0] in calls else rgb_a, mask_a), rest
 
-    monkeypatch.setattr(trainer, "step", flaky)
+    monkeypatch.setattr(trainer, "step_fn", flaky)
+
+
+def _history(model_dir) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_a_non_finite_step_is_skipped_on_the_device(synthetic, tmp_path, monkeypatch):
+    """The bad step's verdict stays a tensor and the fused optimiser skips the update itself:
+    weights, moments and step count are untouched, with nothing read back to decide it."""
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m"))
+    batch = lambda: (trainer._to(next(trainer.data["A"])), trainer._to(next(trainer.data["B"])))
+    assert trainer.step(*batch()).read()["bad"] is False
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    moments = {id(p): {k: v.clone() for k, v in s.items()} for p, s in trainer.optimizer.state.items()}
+    _nan_on_calls(trainer, monkeypatch, {1})
+    queued = trainer.step(*batch())
+    assert torch.is_tensor(queued.values) and queued.values.shape == (5,)
+    stats = queued.read()
+    assert stats["bad"] is True and not np.isfinite(stats["loss"])
+    assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
+    assert all(torch.equal(v, moments[id(p)][k]) for p, s in trainer.optimizer.state.items() for k, v in s.items())
+    assert trainer.step(*batch()).read()["bad"] is False  # and the next good step trains again
+    assert not all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
+    for loader in trainer.data.values():
+        loader.close()
+
+
+def test_non_finite_loss_rolls_back_and_lowers_lr(synthetic, tmp_path, monkeypatch):
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m", iters=7, snapshot_every=3))
+    _nan_on_calls(trainer, monkeypatch, {5})  # read one step late: step 6 was queued before the roll-back
     lr0 = trainer.opt.lr
-    assert trainer.run() == 6
+    assert trainer.run() == 7
     assert trainer.opt.lr == pytest.approx(lr0 / 2)
-    events = [json.loads(line) for line in (tmp_path / "m" / "history.jsonl").read_text().splitlines()]
+    events = _history(tmp_path / "m")
     rollbacks = [e for e in events if e.get("event") == "rollback"]
-    assert len(rollbacks) == 1 and rollbacks[0]["iter"] == 2  # back to the snapshot at iteration 2
+    assert len(rollbacks) == 1 and rollbacks[0]["iter"] == 3  # back to the snapshot at iteration 3
     assert all(np.isfinite(e["loss"]) for e in events if "loss" in e)
+    steps = [e["iter"] for e in events if "loss" in e]
+    assert steps == [1, 2, 3, 4, 4, 5, 6, 7]  # 4 logged before the bad 5; the rest again after the roll-back
+    assert all(torch.isfinite(p).all() for p in trainer.model.state_dict().values())
 
 
 def test_a_second_roll_back_returns_to_the_same_good_state(synthetic, tmp_path, monkeypatch):
-    """Two bad steps with one good step between them and no new snapshot: both roll-backs must
-    restore the optimizer state as it was at the snapshot, not as the good step left it."""
+    """Two bad steps with good steps between them and no new snapshot: both roll-backs must
+    restore the optimizer state as it was at the snapshot, not as the good steps left it."""
     a, b = synthetic
     trainer = Trainer(_options(a, b, tmp_path / "m", iters=4, snapshot_every=2))
-    real_step, calls, seen = trainer.step, {"n": 0}, []
-
-    def flaky(x, y):  # good, good (snapshot at 2), bad, good (iteration 3), bad, good, good
-        calls["n"] += 1
-        return {"loss": float("nan")} if calls["n"] in (3, 5) else real_step(x, y)
-
-    monkeypatch.setattr(trainer, "step", flaky)
-    real_roll_back = trainer._roll_back
+    _nan_on_calls(trainer, monkeypatch, {3, 6})  # good, good (snapshot at 2), bad, .., bad, ...
+    real_roll_back, seen = trainer._roll_back, []
 
     def roll_back(why):
         real_roll_back(why)
@@ -146,6 +175,47 @@ def test_two_process_ddp_on_cpu_trains_one_model(synthetic, tmp_path):
     assert manifest["train"]["world_size"] == 2
     assert manifest["train"]["ranks_identical"] is True
 
+
+
+DDP_NAN_ON_RANK_0 = """
+import json, sys, torch
+from vfxswap.train.trainer import TrainOptions, Trainer
+a, b, model = sys.argv[1:4]
+trainer = Trainer(TrainOptions(src=a, dst=b, model_dir=model, release_ref={"A": "R-A", "B": "R-B"}, iters=6, batch=2,
+                               workers=0, device="cpu", snapshot_every=2, preview_every=1000, log_every=1, quiet=True,
+                               lr=2e-4, warmup=1))
+if trainer.rank == 0:  # only this rank's forward goes bad, at its fourth call
+    real, calls = trainer.step_fn, [0]
+    def flaky(x, y):
+        calls[0] += 1
+        (rgb_a, mask_a), rest = real(x, y)
+        return (rgb_a * float("nan") if calls[0] == 4 else rgb_a, mask_a), rest
+    trainer.step_fn = flaky
+done = trainer.run()
+print("RESULT", json.dumps({"rank": trainer.rank, "done": done, "lr": trainer.opt.lr,
+                            "identical": trainer.ranks_identical}), flush=True)
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_a_bad_step_on_one_ddp_rank_rolls_back_every_rank(synthetic, tmp_path):
+    """A NaN on one rank alone: every rank skips that step and rolls back with it (a rank that
+    went its own way would leave the others waiting in the gradient all-reduce), and the ranks
+    still end identical."""
+    a, b = synthetic
+    script = tmp_path / "nan_on_rank_0.py"
+    script.write_text(DDP_NAN_ON_RANK_0)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(a), str(b), str(tmp_path / "m")],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = [json.loads(line.split("RESULT ", 1)[1]) for line in out.stdout.splitlines() if "RESULT " in line]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert all(r["done"] == 6 and r["identical"] is True for r in results)
+    assert results[0]["lr"] == results[1]["lr"] == pytest.approx(1e-4)  # both halved their lr once
+    rollbacks = [e for e in _history(tmp_path / "m") if e.get("event") == "rollback"]
+    assert [e["iter"] for e in rollbacks] == [2]
 
 GRID_A, GRID_B = "identities/A_grid_s1", "identities/B_grid_brbk7n"
 

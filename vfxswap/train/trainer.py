@@ -5,8 +5,13 @@ Each step reconstructs a batch of A through A's path and a batch of B through B'
 shared encoder learns one latent space for both, which is what lets a B face be decoded as A.
 
     setup -> model (new, resumed, or initialised from another) -> data -> loop:
-        lr warm-up -> forward A and B -> losses -> NaN guard -> backward -> clip -> step
-        -> log / preview / save on their schedules; Ctrl-C saves and stops cleanly.
+        lr warm-up -> forward A and B -> losses -> backward -> clip -> step (skipped on the
+        device when anything is not finite) -> read the previous step's figures: log it, or
+        roll back after a bad one -> snapshot / preview / save on their schedules (these wait
+        for the step); Ctrl-C saves and stops cleanly.
+
+The host reads each step's figures one step late, so it never waits for the device in between:
+while the GPU runs step k, Python fetches and queues step k + 1.
 
 Runs on CPU (bf16 autocast where the CPU has bf16 in hardware), on CUDA (bf16 autocast,
 channels_last, fused AdamW, optional torch.compile) and under torchrun (DDP; NCCL on GPUs, gloo
@@ -18,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -35,6 +39,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.models.device import bf16_by_default, pick_device
 
 log = logging.getLogger("vfxswap")
+STATS = ("loss", "loss_A", "loss_B", "grad_norm", "bad")  # what a step reports, in InFlight's order
 
 
 @dataclass
@@ -86,6 +91,71 @@ class Pair(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor):
         return self.model(a, "A"), self.model(b, "B")
+
+
+def forward_losses(step_fn, a: dict, b: dict, bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both identities through `step_fn` (a `Pair`), bf16 autocast if asked -> (loss_A, loss_B,
+    A's reconstruction); each loss is reconstruction + mask, in float32."""
+    from vfxswap.train.losses import mask_loss, reconstruction_loss
+
+    with torch.autocast(a["input"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        (rgb_a, mask_a), (rgb_b, mask_b) = step_fn(a["input"], b["input"])
+    rgb_a, mask_a, rgb_b, mask_b = (t.float() for t in (rgb_a, mask_a, rgb_b, mask_b))
+    loss_a = reconstruction_loss(rgb_a, a["target"], a["mask"], a["weights"]) + mask_loss(mask_a, a["mask"])
+    loss_b = reconstruction_loss(rgb_b, b["target"], b["mask"], b["weights"]) + mask_loss(mask_b, b["mask"])
+    return loss_a, loss_b, rgb_a
+
+
+def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor, clip: float,
+                   *, distributed: bool = False, also_skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """backward, clip the gradient norm, step; the step is skipped when the loss or the gradients
+    are not finite -> (grad_norm, bad), 0-dim float32 tensors on the device, bad 1.0 when skipped.
+
+    Why this shape: the verdict stays on the device. A fused optimiser takes it as `found_inf`
+    (as GradScaler does) and skips inside its kernel, so the host never waits for the device
+    mid-step and can queue the next step's work while this one runs. Under DDP the verdict is
+    the max over ranks, so every rank skips, and later rolls back, together (a rank that skipped
+    its backward alone would leave the others waiting in the gradient all-reduce). An unfused
+    optimiser has no on-device skip: it reads the verdict, which waits for the device.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(params, clip)
+    bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+    if also_skip is not None:
+        bad = torch.maximum(bad, also_skip)
+    if distributed:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = bad
+        optimizer.step()
+    elif not bad.item():
+        optimizer.step()
+    return grad_norm.detach(), bad
+
+
+class InFlight:
+    """One step's figures (STATS, in order) on their way from the device to the host. `send` queues
+    the copy without waiting; `read` waits for it, by then usually long done."""
+
+    def __init__(self, values: torch.Tensor, event, iteration: int, lr: float):
+        self.values, self.event, self.iteration, self.lr = values, event, iteration, lr
+
+    @classmethod
+    def send(cls, values: torch.Tensor, iteration: int, lr: float) -> "InFlight":
+        event = None
+        if values.device.type == "cuda":
+            values = values.to("cpu", non_blocking=True)  # into pinned memory, asynchronously
+            event = torch.cuda.Event()
+            event.record()
+        return cls(values, event, iteration, lr)
+
+    def read(self) -> dict:
+        if self.event is not None:
+            self.event.synchronize()
+        stats = dict(zip(STATS, self.values.tolist()))
+        stats["bad"] = stats["bad"] > 0
+        return {**stats, "lr": self.lr}
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -167,16 +237,17 @@ class Trainer:
         self.preview_batch = {ident: self._fixed_faces(folder, res) for ident, folder in (("A", o.src), ("B", o.dst))}
 
         # --- optimiser, optional discriminator, DDP, compile ---------------------------------
+        # fused on every device: one kernel for all parameters (on CPU 3x the foreach update), and
+        # the only kind that can skip a non-finite step without the host waiting (guarded_update)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(0.5, 0.999), weight_decay=o.weight_decay,
-                                           fused=fused)
+                                           fused=True)
         self.disc = self.disc_opt = None
         if o.gan_power > 0:
             from vfxswap.models import PatchDiscriminator
 
             self.disc = PatchDiscriminator().to(self.device)
-            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=fused)
+            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=True)
         if self.resuming:
             rng = store.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
             if self.disc is not None:
@@ -257,28 +328,21 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def step(self, a: dict, b: dict) -> dict[str, float]:
-        from vfxswap.train.losses import gan_loss_d, gan_loss_g, mask_loss, reconstruction_loss
+    def step(self, a: dict, b: dict) -> InFlight:
+        """Queue one update on the device and return its figures, still on their way back (read
+        them with `InFlight.read()`; the loop does so one step later, so it never waits)."""
+        from vfxswap.train.losses import gan_loss_d, gan_loss_g
 
         lr = self.lr_at(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            (rgb_a, mask_a), (rgb_b, mask_b) = self.step_fn(a["input"], b["input"])
-        rgb_a, mask_a, rgb_b, mask_b = (t.float() for t in (rgb_a, mask_a, rgb_b, mask_b))
-        loss_a = reconstruction_loss(rgb_a, a["target"], a["mask"], a["weights"]) + mask_loss(mask_a, a["mask"])
-        loss_b = reconstruction_loss(rgb_b, b["target"], b["mask"], b["weights"]) + mask_loss(mask_b, b["mask"])
+        loss_a, loss_b, rgb_a = forward_losses(self.step_fn, a, b, self.bf16)
         loss = loss_a + loss_b
         if self.disc is not None:
             loss = loss + self.opt.gan_power * gan_loss_g(self.disc(rgb_a * a["mask"]))
-        if not torch.isfinite(loss):
-            return {"loss": float("nan")}
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = nn.utils.clip_grad_norm_(trainable, self.opt.clip)
         before = [p.detach().clone() for p in trainable] if self.opt.lr_dropout > 0 else None
-        self.optimizer.step()
+        grad_norm, bad = guarded_update(self.optimizer, trainable, loss, self.opt.clip, distributed=self.world > 1)
         if before is not None:
             # lr dropout: each weight's update is dropped with this probability (its optimiser
             # moments still advance), a regulariser late in training.
@@ -286,12 +350,10 @@ class Trainer:
                 for p, old in zip(trainable, before):
                     p.copy_(torch.where(torch.rand_like(p) < self.opt.lr_dropout, old, p))
         if self.disc is not None:
-            self.disc_opt.zero_grad(set_to_none=True)
             d_loss = gan_loss_d(self.disc(a["target"] * a["mask"]), self.disc((rgb_a * a["mask"]).detach()))
-            d_loss.backward()
-            self.disc_opt.step()
-        return {"loss": loss.item(), "loss_A": loss_a.item(), "loss_B": loss_b.item(), "lr": lr,
-                "grad_norm": grad_norm.item()}
+            guarded_update(self.disc_opt, list(self.disc.parameters()), d_loss, self.opt.clip,
+                           distributed=self.world > 1, also_skip=bad)
+        return InFlight.send(torch.stack([loss, loss_a, loss_b, grad_norm, bad]).detach(), self.iteration + 1, lr)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -307,35 +369,39 @@ class Trainer:
         bar = progress(total=o.iters, desc="train", unit="it") if self.main and not o.quiet else None
         if bar is not None:
             bar.update(self.iteration)
-        samples, t0 = 0, time.time()
+        self._samples, self._t0 = 0, time.time()
+        in_flight = None  # the last step queued; the loop reads its figures after queuing the next
         try:
             self._take_snapshot()
             while self.iteration < o.iters and not self._stop:
                 a, b = self._to(next(self.data["A"])), self._to(next(self.data["B"]))
-                stats = self.step(a, b)
-                if not math.isfinite(stats["loss"]):
-                    self._roll_back("loss is not finite")
-                    continue
+                queued = self.step(a, b)
                 self.iteration += 1
-                samples += 2 * o.batch * self.world
-                if self.iteration % o.snapshot_every == 0:
-                    self._take_snapshot()
-                if not self.main:
+                if in_flight is not None and not self._settle(in_flight, bar, writer):
+                    in_flight = None  # rolled back: the step just queued is undone with the rest
                     continue
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", sps=f"{samples / max(1e-9, time.time() - t0):.1f}")
-                if self.iteration % o.log_every == 0 or self.iteration == o.iters:
-                    stats.update(iter=self.iteration, time=round(time.time(), 3),
-                                 samples_per_s=samples / max(1e-9, time.time() - t0))
-                    self._history(stats)
-                    if writer is not None:
-                        for k in ("loss", "loss_A", "loss_B", "lr"):
-                            writer.add_scalar(k, stats[k], self.iteration)
-                if self.iteration % o.preview_every == 0:
+                in_flight = queued
+                # Snapshots, previews and saves need this step's result, so the loop waits for it
+                # on their iterations. The choice depends on the iteration alone, so under DDP
+                # every rank waits, and rolls back, at the same step; the --save-minutes clock is
+                # therefore consulted on snapshot iterations.
+                it = self.iteration
+                snapshot = it % o.snapshot_every == 0
+                save = it % o.save_every == 0 or (snapshot and time.time() - self._last_save > o.save_minutes * 60)
+                preview = it % o.preview_every == 0
+                if not (snapshot or save or preview or it >= o.iters or self._stop):
+                    continue
+                settled, in_flight = self._settle(in_flight, bar, writer), None
+                if not settled:
+                    continue
+                if snapshot:
+                    self._take_snapshot()
+                if preview:
                     self.preview()
-                if self.iteration % o.save_every == 0 or time.time() - self._last_save > o.save_minutes * 60:
+                if save:
                     self.save()
+            if in_flight is not None:  # Ctrl-C came after this step's checks
+                self._settle(in_flight, bar, writer)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -351,6 +417,29 @@ class Trainer:
         if self.world > 1:
             torch.distributed.barrier()
         return self.iteration
+
+    def _settle(self, queued: InFlight, bar, writer) -> bool:
+        """Read a queued step's figures: log a good step; roll back after a bad one (the device
+        skipped its update; every rank sees the same verdict). True when it was good."""
+        o = self.opt
+        stats = queued.read()
+        if stats.pop("bad"):
+            self._roll_back("loss or gradients not finite")
+            return False
+        self._samples += 2 * o.batch * self.world
+        if not self.main:
+            return True
+        rate = self._samples / max(1e-9, time.time() - self._t0)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", sps=f"{rate:.1f}")
+        if queued.iteration % o.log_every == 0 or queued.iteration == o.iters:
+            stats.update(iter=queued.iteration, time=round(time.time(), 3), samples_per_s=rate)
+            self._history(stats)
+            if writer is not None:
+                for k in ("loss", "loss_A", "loss_B", "lr"):
+                    writer.add_scalar(k, stats[k], queued.iteration)
+        return True
 
     def _ranks_agree(self) -> bool:
         """DDP keeps replicas in step; check it (a digest of every weight on every rank), so a

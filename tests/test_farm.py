@@ -22,7 +22,7 @@ import yaml
 from conftest import make_astronaut_shot
 from vfxswap.atomic import is_temp_path, process_alive, temp_path_for
 from vfxswap.farm import session
-from vfxswap.farm.bundle import parameter_values, run_bundle, run_command, template, write_bundle
+from vfxswap.farm.bundle import TRAIN_GRACE_S, parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
 from vfxswap.farm.status import farm_status
 from vfxswap.render import RenderOptions, render
@@ -129,6 +129,40 @@ def test_bad_job_input_is_one_clear_error(tmp_path):
                "--frames", "1001-1010", "--out", tmp_path / "b", "--train-src", "a")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "vfxswap: error: --train-src needs --release-ref (the performers' release reference)"]
+
+
+
+def test_a_cancelled_training_task_saves_where_it_stopped(tmp_path):
+    """`openjd run` of the Train step, cancelled (SIGTERM to openjd, which cancels the running
+    action as a farm worker does): the engine gets the notify signal, not a bare SIGKILL, and
+    saves at the iteration it reached; nothing was due to be saved yet, so only the cancel
+    handling can have written the model."""
+    _needs_openjd()
+    from conftest import write_faceset
+
+    a, b = write_faceset(tmp_path / "A", seed=1), write_faceset(tmp_path / "B", seed=2)
+    job = FarmJob(plates=str(tmp_path / "p" / "plate.####.exr"), model=str(tmp_path / "model"), faceset=str(b),
+                  out=str(tmp_path / "out"), frames="1001-1004", engine=f"{shlex.quote(sys.executable)} -m vfxswap",
+                  train=TrainStep(src=str(a), release_ref="REL-1", iters=100000, batch=2, device="cpu"))
+    assert not job.extract
+    bundle = write_bundle(job, tmp_path / "bundle")
+    command = run_command(bundle)
+    command[command.index("--step") + 1] = "Train"
+    history = tmp_path / "model" / "history.jsonl"
+    proc = subprocess.Popen([*command, "--no-run-dependencies"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=TRAIN_GRACE_S + 60)[0]
+    assert proc.returncode != 0, log[-3000:]
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    logged = [json.loads(line)["iter"] for line in history.read_text().splitlines()]
+    assert 30 <= manifest["iteration"] < 250, log[-3000:]  # logged every 10; --save-every defaults to 250
+    assert manifest["iteration"] == logged[-1]  # the loss curve ends where the model does
+    assert "stopped by SIGTERM" in log
 
 
 # --- the GRID clip through openjd run ------------------------------------------------------------

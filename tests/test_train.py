@@ -192,8 +192,8 @@ if trainer.rank == 0:  # only this rank's forward goes bad, at its fourth call
         return (rgb_a * float("nan") if calls[0] == 4 else rgb_a, mask_a), rest
     trainer.step_fn = flaky
 done = trainer.run()
-print("RESULT", json.dumps({"rank": trainer.rank, "done": done, "lr": trainer.opt.lr,
-                            "identical": trainer.ranks_identical}), flush=True)
+with open(f"{model}.rank{trainer.rank}.json", "w") as f:  # a file each: printed lines interleave
+    json.dump({"rank": trainer.rank, "done": done, "lr": trainer.opt.lr, "identical": trainer.ranks_identical}, f)
 torch.distributed.destroy_process_group()
 """
 
@@ -210,7 +210,7 @@ def test_a_bad_step_on_one_ddp_rank_rolls_back_every_rank(synthetic, tmp_path):
                           str(script), str(a), str(b), str(tmp_path / "m")],
                          capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    results = [json.loads(line.split("RESULT ", 1)[1]) for line in out.stdout.splitlines() if "RESULT " in line]
+    results = [json.loads((tmp_path / f"m.rank{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert all(r["done"] == 6 and r["identical"] is True for r in results)
     assert results[0]["lr"] == results[1]["lr"] == pytest.approx(1e-4)  # both halved their lr once
@@ -339,21 +339,75 @@ def test_init_from_copies_parts_and_freeze_holds_them(synthetic, tmp_path):
         assert torch.equal(enc_before[k], v)  # frozen
 
 
-def test_ctrl_c_saves_and_stops_cleanly(synthetic, tmp_path):
-    a, b = synthetic
-    model = tmp_path / "m"
+def _train_until_logged(a, b, model, lines: int, *extra) -> subprocess.Popen:
+    """`vfxswap train` in a session of its own (a terminal's job, a farm task's process group),
+    returned once its history holds `lines` lines."""
     proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "train", "--src", str(a), "--dst", str(b), "--model",
-                             str(model), "--release-ref", "REL-1", "--iters", "100000", "--batch", "4", "--workers",
-                             "0", "--save-every", "100000", "--log-every", "1", "--preview-every", "100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(model), "--release-ref", "REL-1", "--iters", "100000", "--batch", "4",
+                             "--save-every", "100000", "--log-every", "1", "--preview-every", "100000", *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     history = model / "history.jsonl"
     deadline = time.time() + 180
-    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= lines):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    return proc
+
+
+def test_ctrl_c_saves_and_stops_cleanly(synthetic, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group, loader workers included: the workers
+    carry on until the step is done and the model saved, and the run ends with exit 0."""
+    a, b = synthetic
+    model = tmp_path / "m"
+    proc = _train_until_logged(a, b, model, 3, "--workers", 1)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-1000:]
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted (SIGINT)" in err and "Traceback" not in err
     _, manifest = load_model(model)
-    logged = [json.loads(line)["iter"] for line in history.read_text().splitlines()]
+    logged = [json.loads(line)["iter"] for line in (model / "history.jsonl").read_text().splitlines()]
     assert manifest["iteration"] == logged[-1] >= 3  # saved exactly where it stopped
+
+
+def test_sigterm_saves_then_fails_the_task(synthetic, tmp_path):
+    """A farm's cancel or pre-emption (SIGTERM, then SIGKILL after a grace period): the run saves
+    where it stopped and exits non-zero with one line, so the farm does not count the training
+    as finished; the same command with --resume continues from there."""
+    a, b = synthetic
+    model = tmp_path / "m"
+    proc = _train_until_logged(a, b, model, 3, "--workers", 0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    _, manifest = load_model(model)
+    at = manifest["iteration"]
+    logged = [json.loads(line)["iter"] for line in (model / "history.jsonl").read_text().splitlines()]
+    assert proc.returncode == 1 and at == logged[-1] >= 3
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vfxswap: error:") and f"stopped by SIGTERM at iteration {at} of 100000" in last
+    assert "Traceback" not in err
+
+
+def test_sigterm_under_torchrun_stops_every_rank_together(synthetic, tmp_path):
+    """`vfxswap train --gpus 2` (torchrun, gloo on CPU here) told to stop by the farm: torchrun
+    passes SIGTERM to both ranks, they agree to stop at the same iteration, rank 0 saves a model
+    both ranks hold identically, and the task fails so that it is not taken as finished."""
+    a, b = synthetic
+    model = tmp_path / "m"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "train", "--gpus", "2", "--device", "cpu", "--src", str(a),
+                             "--dst", str(b), "--model", str(model), "--release-ref", "REL-1", "--iters", "100000",
+                             "--batch", "2", "--workers", "0", "--log-every", "1", "--save-every", "100000",
+                             "--preview-every", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    history = model / "history.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 4):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "stopped by SIGTERM" in err
+    _, manifest = load_model(model)
+    assert manifest["iteration"] >= 4 and manifest["iteration"] % 3 == 0  # a wait every rank shares
+    assert manifest["train"]["ranks_identical"] is True

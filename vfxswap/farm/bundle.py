@@ -6,7 +6,8 @@ extension) and `parameter_values.yaml`: what `openjd run` executes locally and w
 - `Extract` (only when the destination faceset does not exist yet): one task, because tracking
   and smoothing need the whole shot;
 - `Train` (when asked): one task, `vfxswap train --gpus N` (N DDP processes on one node), which
-  resumes its own last save when the farm retries it;
+  resumes its own last save when the farm retries it, and saves where it stopped when the task
+  is cancelled or its host pre-empted (SIGTERM first, SIGKILL after TRAIN_GRACE_S);
 - `Render`: `CHUNK[INT]` tasks over the range. The step environment starts a render engine per
   session (the model, landmarks and OCIO config load once; see `farm.session`), and each task
   sends it one chunk with `--skip-existing`, so a retried or duplicated chunk rewrites identical
@@ -63,9 +64,18 @@ _ENGINE = '"${ENGINE[@]}"'
 _ENGINE_WORD = "@vfxswap-engine@"  # stands for the engine in argument lists until quoted
 
 
-def _script(line: str) -> dict:
-    return {"actions": {"onRun": {"command": "bash", "args": ["{{Task.File.Run}}"]}},
-            "embeddedFiles": [{"name": "Run", "type": "TEXT", "data": f"{_PRELUDE}{line}\n"}]}
+TRAIN_GRACE_S, TASK_GRACE_S = 300, 60  # SIGTERM to SIGKILL on a cancel: a model's save; a frame in hand
+
+
+def _script(line: str, grace_s: int = TASK_GRACE_S) -> dict:
+    """A task's script. A cancel (or a pre-empted host) sends SIGTERM, then SIGKILL after
+    `grace_s`, and the engine uses the time: training saves where it stopped, a render chunk
+    finishes the frame in hand. `exec` makes the engine the process that gets the signal (bash
+    would die at once and leave it to the SIGKILL); without NOTIFY_THEN_TERMINATE the farm
+    sends SIGKILL straight away."""
+    return {"actions": {"onRun": {"command": "bash", "args": ["{{Task.File.Run}}"], "cancelation": {
+                "mode": "NOTIFY_THEN_TERMINATE", "notifyPeriodInSeconds": grace_s}}},
+            "embeddedFiles": [{"name": "Run", "type": "TEXT", "data": f"{_PRELUDE}exec {line}\n"}]}
 
 
 def template(job: FarmJob) -> dict:
@@ -94,7 +104,7 @@ def template(job: FarmJob) -> dict:
     if job.extract:
         steps.append({"name": "Extract", "script": _script(shell_line(tok.extract_args(), keep))})
     if job.train:
-        train = {"name": "Train", "script": _script(shell_line(tok.train_args(), keep))}
+        train = {"name": "Train", "script": _script(shell_line(tok.train_args(), keep), TRAIN_GRACE_S)}
         if job.train.device != "cpu":
             train["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": job.train.gpus}]}
         steps.append(train)

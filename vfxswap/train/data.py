@@ -36,6 +36,7 @@ import functools
 import math
 import os
 import random
+import signal
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -390,8 +391,12 @@ class EpochBatchSampler:
 
 def _worker_init(worker_id: int) -> None:
     """Workers run one sample at a time: single-threaded kernels, no oversubscription.
-    The global RNGs are seeded for tidiness only; augmentation never uses them."""
+    They ignore Ctrl-C, which a terminal sends to every process of the job: the trainer
+    finishes its step, saves and then stops them (a worker that quit at once would fail the
+    batch the step still needs). The global RNGs are seeded for tidiness only; augmentation
+    never uses them."""
     atexit.register(_leave_without_native_teardown)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     seed = torch.initial_seed() & 0xFFFFFFFF

@@ -262,7 +262,7 @@ class Trainer:
                 self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.step_fn = torch.compile(self.pair) if o.compile else self.pair
         self._snapshot = None
-        self._stop = False
+        self.stopped_by: str | None = None  # the signal that asked the run to stop early, by name
         self._last_save = time.time()
 
     # --- helpers -----------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class Trainer:
         if self.main:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._trim_history()
-        previous = signal.signal(signal.SIGINT, self._on_interrupt) if self.main else None
+        previous = self._catch_stop_signals()
         writer = self._tensorboard()
         bar = progress(total=o.iters, desc="train", unit="it") if self.main and not o.quiet else None
         if bar is not None:
@@ -373,7 +373,7 @@ class Trainer:
         in_flight = None  # the last step queued; the loop reads its figures after queuing the next
         try:
             self._take_snapshot()
-            while self.iteration < o.iters and not self._stop:
+            while self.iteration < o.iters:
                 a, b = self._to(next(self.data["A"])), self._to(next(self.data["B"]))
                 queued = self.step(a, b)
                 self.iteration += 1
@@ -384,27 +384,31 @@ class Trainer:
                 # Snapshots, previews and saves need this step's result, so the loop waits for it
                 # on their iterations. The choice depends on the iteration alone, so under DDP
                 # every rank waits, and rolls back, at the same step; the --save-minutes clock is
-                # therefore consulted on snapshot iterations.
+                # therefore consulted on snapshot iterations, and the ranks agree on a stop signal
+                # at these waits (alone, a stop is taken at once).
                 it = self.iteration
                 snapshot = it % o.snapshot_every == 0
                 save = it % o.save_every == 0 or (snapshot and time.time() - self._last_save > o.save_minutes * 60)
                 preview = it % o.preview_every == 0
-                if not (snapshot or save or preview or it >= o.iters or self._stop):
+                stop = self.world == 1 and self.stopped_by is not None
+                if not (snapshot or save or preview or it >= o.iters or stop):
                     continue
-                settled, in_flight = self._settle(in_flight, bar, writer), None
+                if self.world > 1:
+                    stop = self._ranks_stop()
+                settled, in_flight = self._settle(in_flight, bar, writer, last=stop or it >= o.iters), None
                 if not settled:
                     continue
                 if snapshot:
                     self._take_snapshot()
-                if preview:
+                if preview and it < o.iters and not stop:  # the last ones come after the loop
                     self.preview()
-                if save:
+                if save and it < o.iters and not stop:
                     self.save()
-            if in_flight is not None:  # Ctrl-C came after this step's checks
-                self._settle(in_flight, bar, writer)
+                if stop:
+                    break
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             if bar is not None:
                 bar.close()
             for loader in self.data.values():  # worker processes end now, not at garbage collection
@@ -418,9 +422,10 @@ class Trainer:
             torch.distributed.barrier()
         return self.iteration
 
-    def _settle(self, queued: InFlight, bar, writer) -> bool:
-        """Read a queued step's figures: log a good step; roll back after a bad one (the device
-        skipped its update; every rank sees the same verdict). True when it was good."""
+    def _settle(self, queued: InFlight, bar, writer, last: bool = False) -> bool:
+        """Read a queued step's figures: log a good step (on --log-every and the `last` one, so the
+        loss curve ends where the model does); roll back after a bad one (the device skipped its
+        update; every rank sees the same verdict). True when it was good."""
         o = self.opt
         stats = queued.read()
         if stats.pop("bad"):
@@ -433,7 +438,7 @@ class Trainer:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", sps=f"{rate:.1f}")
-        if queued.iteration % o.log_every == 0 or queued.iteration == o.iters:
+        if queued.iteration % o.log_every == 0 or last:
             stats.update(iter=queued.iteration, time=round(time.time(), 3), samples_per_s=rate)
             self._history(stats)
             if writer is not None:
@@ -456,12 +461,36 @@ class Trainer:
             log.error("DDP ranks hold different weights at iteration %d: %s", self.iteration, digests)
         return agree
 
-    def _on_interrupt(self, signum, frame) -> None:
-        """Ctrl-C: finish this step, save, stop (a second Ctrl-C aborts at once)."""
-        if self._stop:
+    def _catch_stop_signals(self) -> dict:
+        """Ctrl-C (SIGINT) and a farm's cancel or pre-emption (SIGTERM, with a grace period before
+        SIGKILL) both stop the run cleanly: finish the step, save, stop. Every rank listens, so
+        torchrun's forwarded signals are handled alike. Returns the handlers to put back."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        if self.stopped_by is not None:  # asked twice: go now, without saving
             raise KeyboardInterrupt
-        log.warning("interrupted: saving at the end of this step (Ctrl-C again to abort without saving)")
-        self._stop = True
+        self.stopped_by = signal.Signals(signum).name
+        if self.main:
+            log.warning("interrupted (%s): saving at the end of this step%s; %s again aborts without saving",
+                        self.stopped_by, f" (under DDP: at the next snapshot, within {self.opt.snapshot_every} iterations)"
+                        if self.world > 1 else "", "Ctrl-C" if signum == signal.SIGINT else "the signal")
+
+    def _ranks_stop(self) -> bool:
+        """Under DDP: whether any rank was asked to stop, and by which signal (SIGTERM wins). All
+        ranks decide together: a rank that left the loop alone would leave the others waiting in
+        the next all-reduce."""
+        signum = signal.Signals[self.stopped_by].value if self.stopped_by else 0
+        flag = torch.tensor([float(signum)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+        if signum:
+            self.stopped_by = signal.Signals(signum).name
+        return bool(signum)
 
     # --- outputs -------------------------------------------------------------------------------------
 
@@ -537,10 +566,15 @@ class Trainer:
 
 
 def train(options: TrainOptions) -> int:
-    """Train (or resume) a model; returns the iteration reached."""
+    """Train (or resume) a model; returns the iteration reached. Stopped early by SIGTERM (a farm's
+    cancel or pre-emption) it saves, then raises, so the task does not count as finished."""
     trainer = Trainer(options)
     try:
-        return trainer.run()
+        reached = trainer.run()
     finally:
         if trainer.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if trainer.main and trainer.stopped_by not in (None, "SIGINT") and reached < options.iters:  # one report
+        raise VfxSwapError(f"{options.model_dir}: stopped by {trainer.stopped_by} at iteration {reached} of "
+                           f"{options.iters}; saved there, and the same command with --resume continues it")
+    return reached

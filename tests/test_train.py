@@ -387,10 +387,13 @@ def test_sigterm_saves_then_fails_the_task(synthetic, tmp_path):
     assert "Traceback" not in err
 
 
-def test_sigterm_under_torchrun_stops_every_rank_together(synthetic, tmp_path):
-    """`vfxswap train --gpus 2` (torchrun, gloo on CPU here) told to stop by the farm: torchrun
-    passes SIGTERM to both ranks, they agree to stop at the same iteration, rank 0 saves a model
-    both ranks hold identically, and the task fails so that it is not taken as finished."""
+@pytest.mark.parametrize("how", ["farm SIGTERM to the task's process", "terminal Ctrl-C to the whole job"])
+def test_a_stop_under_torchrun_stops_every_rank_together(synthetic, tmp_path, how):
+    """`vfxswap train --gpus 2` (torchrun, gloo on CPU here) told to stop: by a farm (SIGTERM to
+    the process it started, which passes it on through torchrun) or by Ctrl-C in a terminal
+    (SIGINT to the foreground job, which torchrun passes to the ranks). The ranks agree to
+    stop at the same iteration, rank 0 saves a model both ranks hold identically, and the loss
+    curve ends there; SIGTERM fails the task so that a farm does not take it as finished."""
     a, b = synthetic
     model = tmp_path / "m"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -404,10 +407,17 @@ def test_sigterm_under_torchrun_stops_every_rank_together(synthetic, tmp_path):
     while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 4):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if how.startswith("farm"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert "stopped by SIGTERM" in err
     _, manifest = load_model(model)
-    assert manifest["iteration"] >= 4 and manifest["iteration"] % 3 == 0  # a wait every rank shares
+    logged = [json.loads(line)["iter"] for line in history.read_text().splitlines()]
+    assert manifest["iteration"] >= 4 and manifest["iteration"] % 3 == 0, err[-2000:]  # a wait every rank shares
+    assert manifest["iteration"] == logged[-1]
     assert manifest["train"]["ranks_identical"] is True
+    if how.startswith("farm"):
+        assert proc.returncode != 0 and "stopped by SIGTERM" in err
+    else:
+        assert "interrupted (SIGINT)" in err

@@ -159,13 +159,21 @@ def _under_torchrun(argv: list[str], gpus: int) -> int:
         if arg.startswith("--gpus="):
             argv = argv[:i] + argv[i + 1:]
             break
+    import signal
+
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              "--nproc-per-node", str(gpus), "-m", "vfxswap", *argv])
+    # A farm's SIGTERM (a cancel, a pre-emption) comes to this process alone: pass it on, and
+    # torchrun passes it to the ranks (each in a session of its own), which stop together and
+    # save. A terminal's Ctrl-C reaches torchrun itself; a second signal from here would cut
+    # its orderly shutdown short.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM)),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
     try:
         return proc.wait()
-    except KeyboardInterrupt:  # Ctrl-C or a farm's SIGTERM: torchrun passes it on; each rank saves
-        proc.terminate()
-        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cmd_train(args) -> int:

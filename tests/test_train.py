@@ -339,13 +339,13 @@ def test_init_from_copies_parts_and_freeze_holds_them(synthetic, tmp_path):
         assert torch.equal(enc_before[k], v)  # frozen
 
 
-def _train_until_logged(a, b, model, lines: int, *extra) -> subprocess.Popen:
+def _train_until_logged(a, b, model, lines: int, *extra, env=None) -> subprocess.Popen:
     """`vfxswap train` in a session of its own (a terminal's job, a farm task's process group),
-    returned once its history holds `lines` lines."""
+    returned once its history holds `lines` lines; `extra` flags come last, so they override."""
     proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "train", "--src", str(a), "--dst", str(b), "--model",
                              str(model), "--release-ref", "REL-1", "--iters", "100000", "--batch", "4",
                              "--save-every", "100000", "--log-every", "1", "--preview-every", "100000", *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     history = model / "history.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= lines):
@@ -396,17 +396,9 @@ def test_a_stop_under_torchrun_stops_every_rank_together(synthetic, tmp_path, ho
     curve ends there; SIGTERM fails the task so that a farm does not take it as finished."""
     a, b = synthetic
     model = tmp_path / "m"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "train", "--gpus", "2", "--device", "cpu", "--src", str(a),
-                             "--dst", str(b), "--model", str(model), "--release-ref", "REL-1", "--iters", "100000",
-                             "--batch", "2", "--workers", "0", "--log-every", "1", "--save-every", "100000",
-                             "--preview-every", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = _train_until_logged(a, b, model, 4, "--gpus", 2, "--device", "cpu", "--batch", 2, "--workers", 0,
+                               "--preview-every", 3, env=dict(os.environ, OMP_NUM_THREADS="1"))
     history = model / "history.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 4):
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        time.sleep(0.2)
     if how.startswith("farm"):
         proc.send_signal(signal.SIGTERM)
     else:

@@ -107,9 +107,12 @@ def forward_losses(step_fn, a: dict, b: dict, bf16: bool) -> tuple[torch.Tensor,
 
 
 def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.Tensor, clip: float,
-                   *, distributed: bool = False, also_skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   *, distributed: bool = False, average_grads: bool = False,
+                   also_skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """backward, clip the gradient norm, step; the step is skipped when the loss or the gradients
     are not finite -> (grad_norm, bad), 0-dim float32 tensors on the device, bad 1.0 when skipped.
+    `average_grads` (under DDP, for a module DDP does not wrap, such as the discriminator): the
+    gradients are averaged over ranks before the clip, so every rank takes the same step.
 
     Why this shape: the verdict stays on the device. A fused optimiser takes it as `found_inf`
     (as GradScaler does) and skips inside its kernel, so the host never waits for the device
@@ -120,6 +123,8 @@ def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if distributed and average_grads:
+        _average_over_ranks([p.grad for p in params if p.grad is not None])
     grad_norm = nn.utils.clip_grad_norm_(params, clip)
     bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
     if also_skip is not None:
@@ -132,6 +137,19 @@ def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
     elif not bad.item():
         optimizer.step()
     return grad_norm.detach(), bad
+
+
+def _average_over_ranks(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the DDP ranks: one all-reduce for all."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    if not tensors:
+        return
+    flat = _flatten_dense_tensors(tensors)
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    for t, mean in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+        t.copy_(mean)
 
 
 class InFlight:
@@ -257,6 +275,12 @@ class Trainer:
             if rng:
                 store.restore_rng(rng)
         self.pair: nn.Module = Pair(self.model)
+        if self.world > 1 and self.disc is not None:
+            # DDP wraps the generator only (the discriminator runs three times a step, which DDP's
+            # one-forward-one-backward reducer does not allow): start every rank's discriminator
+            # from rank 0's, and guarded_update averages its gradients, so the ranks stay equal.
+            for t in self.disc.state_dict().values():
+                torch.distributed.broadcast(t, src=0)
         if self.world > 1:
             self.pair = nn.parallel.DistributedDataParallel(
                 self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -352,7 +376,7 @@ class Trainer:
         if self.disc is not None:
             d_loss = gan_loss_d(self.disc(a["target"] * a["mask"]), self.disc((rgb_a * a["mask"]).detach()))
             guarded_update(self.disc_opt, list(self.disc.parameters()), d_loss, self.opt.clip,
-                           distributed=self.world > 1, also_skip=bad)
+                           distributed=self.world > 1, average_grads=True, also_skip=bad)
         return InFlight.send(torch.stack([loss, loss_a, loss_b, grad_norm, bad]).detach(), self.iteration + 1, lr)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -447,13 +471,14 @@ class Trainer:
         return True
 
     def _ranks_agree(self) -> bool:
-        """DDP keeps replicas in step; check it (a digest of every weight on every rank), so a
-        diverged rank is reported instead of silently saving one rank's view."""
+        """DDP keeps replicas in step; check it (a digest of every weight, the discriminator's too,
+        on every rank), so a diverged rank is reported instead of silently saving one rank's view."""
         import hashlib
 
         digest = hashlib.sha256()
-        for p in self.model.state_dict().values():
-            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+        for module in (self.model, self.disc):
+            for p in module.state_dict().values() if module is not None else ():
+                digest.update(p.detach().cpu().contiguous().numpy().tobytes())
         digests = [None] * self.world
         torch.distributed.all_gather_object(digests, digest.hexdigest())
         agree = len(set(digests)) == 1

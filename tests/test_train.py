@@ -131,6 +131,27 @@ def test_a_second_roll_back_returns_to_the_same_good_state(synthetic, tmp_path, 
     assert all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
 
 
+def test_a_roll_back_restores_the_discriminator_with_the_model(synthetic, tmp_path):
+    """With the GAN on, the discriminator and its optimiser go back to the snapshot too: a
+    discriminator that kept the steps the model lost would face a generator it has not seen."""
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m", gan_power=0.1))
+    trainer.folder.mkdir()  # the roll-back is logged there
+    batch = lambda: (trainer._to(next(trainer.data["A"])), trainer._to(next(trainer.data["B"])))
+    trainer.step(*batch()).read()
+    trainer._take_snapshot()
+    disc = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    moments = [v["exp_avg"].clone() for v in trainer.disc_opt.state.values()]
+    for _ in range(2):
+        assert trainer.step(*batch()).read()["bad"] is False
+    assert not all(torch.equal(v, disc[k]) for k, v in trainer.disc.state_dict().items())
+    trainer._roll_back("test")
+    assert all(torch.equal(v, disc[k]) for k, v in trainer.disc.state_dict().items())
+    assert all(torch.equal(v["exp_avg"], m) for v, m in zip(trainer.disc_opt.state.values(), moments))
+    for loader in trainer.data.values():
+        loader.close()
+
+
 def test_kill_9_then_resume_continues_from_the_last_save(synthetic, tmp_path):
     a, b = synthetic
     model = tmp_path / "m"

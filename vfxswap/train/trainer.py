@@ -257,8 +257,8 @@ class Trainer:
         # --- optimiser, optional discriminator, DDP, compile ---------------------------------
         # fused on every device: one kernel for all parameters (on CPU 3x the foreach update), and
         # the only kind that can skip a non-finite step without the host waiting (guarded_update)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(0.5, 0.999), weight_decay=o.weight_decay,
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # --freeze leaves some out
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=o.lr, betas=(0.5, 0.999), weight_decay=o.weight_decay,
                                            fused=True)
         self.disc = self.disc_opt = None
         if o.gan_power > 0:
@@ -330,8 +330,13 @@ class Trainer:
                 out[k] = v.to(torch.float32, memory_format=fmt if k in ("input", "target") else torch.contiguous_format)
         return out
 
+    def _trained(self) -> list[tuple[nn.Module, torch.optim.Optimizer]]:
+        """What a roll-back restores: the model and its optimiser, and with the GAN on the
+        discriminator and its own (so the pair stays matched, as a resume would find it)."""
+        return [(self.model, self.optimizer)] + ([(self.disc, self.disc_opt)] if self.disc is not None else [])
+
     def _take_snapshot(self) -> None:
-        self._snapshot = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+        self._snapshot = ([(copy.deepcopy(m.state_dict()), copy.deepcopy(o.state_dict())) for m, o in self._trained()],
                           self.iteration)
 
     def _roll_back(self, why: str) -> None:
@@ -339,11 +344,12 @@ class Trainer:
         if self._snapshot is None:
             raise VfxSwapError(f"iteration {self.iteration}: {why} before any good state was recorded; "
                                f"lower --lr")
-        weights, opt_state, it = self._snapshot
-        self.model.load_state_dict(weights)
-        # a copy: load_state_dict adopts the tensors it is given, and training would then change
-        # the snapshot that a second roll-back returns to
-        self.optimizer.load_state_dict(copy.deepcopy(opt_state))
+        states, it = self._snapshot
+        for (module, optimizer), (weights, opt_state) in zip(self._trained(), states):
+            module.load_state_dict(weights)
+            # a copy: load_state_dict adopts the tensors it is given, and training would then
+            # change the snapshot that a second roll-back returns to
+            optimizer.load_state_dict(copy.deepcopy(opt_state))
         self.opt.lr *= 0.5
         log.warning("iteration %d: %s; rolled back to iteration %d and lowered lr to %.3g",
                     self.iteration, why, it, self.opt.lr)
@@ -364,7 +370,7 @@ class Trainer:
         loss = loss_a + loss_b
         if self.disc is not None:
             loss = loss + self.opt.gan_power * gan_loss_g(self.disc(rgb_a * a["mask"]))
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        trainable = self.trainable
         before = [p.detach().clone() for p in trainable] if self.opt.lr_dropout > 0 else None
         grad_norm, bad = guarded_update(self.optimizer, trainable, loss, self.opt.clip, distributed=self.world > 1)
         if before is not None:

@@ -25,6 +25,7 @@ from vfxswap.farm import session
 from vfxswap.farm.bundle import TRAIN_GRACE_S, parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
 from vfxswap.farm.status import farm_status
+from vfxswap.plates.frames import parse_frames
 from vfxswap.render import RenderOptions, render
 
 BIN = Path(sys.executable).parent
@@ -84,6 +85,28 @@ def test_template_steps_environments_and_values(tmp_path):
                   train=TrainStep(src="a", release_ref="R", device="cpu"))
     assert [s["name"] for s in template(cpu)["steps"]] == ["Train", "Render"]
     assert "hostRequirements" not in template(cpu)["steps"][0]
+
+
+@pytest.mark.parametrize("frames, chunk", [("1001-1015", 7), ("1001-1020", 7), ("1-22,30-31", 7), ("1-9", 5),
+                                           ("1001-1100x2", 10), ("5,7,9", 4), ("1001-1003", 10)])
+def test_chunks_are_the_tasks_openjd_makes(tmp_path, frames, chunk):
+    """FarmJob.chunks() (what the other exports, reports and bench use) gives the same render
+    tasks as OpenJD instantiating the bundle's template: balanced contiguous chunks."""
+    from openjd.model import ParameterValue, ParameterValueType, StepParameterSpaceIterator, create_job, \
+        decode_job_template
+
+    job = FarmJob(plates=str(tmp_path / "plate.####.exr"), model=str(tmp_path / "m"), faceset=str(tmp_path / "fs"),
+                  out=str(tmp_path / "out"), frames=frames, chunk=chunk)
+    types = {p["name"]: p["type"] for p in template(job)["parameterDefinitions"]}
+    values = {v["name"]: ParameterValue(type=ParameterValueType(types[v["name"]]), value=str(v["value"]))
+              for v in parameter_values(job)["parameterValues"]}
+    made = create_job(job_template=decode_job_template(template=template(job), supported_extensions=["TASK_CHUNKING"]),
+                      job_parameter_values=values)
+    render = next(step for step in made.steps if step.name == "Render")
+    tasks = [task["Frame"].value for task in StepParameterSpaceIterator(space=render.parameterSpace)]
+    assert tasks == [f"{a}-{b}" for a, b in job.chunks()]
+    sizes = [b - a + 1 for a, b in job.chunks()]
+    assert max(sizes) <= chunk and sum(sizes) == len(parse_frames(frames))
 
 
 def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):

@@ -25,7 +25,7 @@ import pytest
 from vfxswap.errors import VfxSwapError
 from vfxswap.farm import managers
 from vfxswap.farm.job import FarmJob, TrainStep
-from vfxswap.plates.frames import parse_frames
+from vfxswap.plates.frames import parse_frames, range_text
 
 CUE_TOKEN = "#FRAMESPEC#"
 DL_TOKEN = "<STARTFRAME>-<ENDFRAME>"
@@ -64,7 +64,7 @@ def assert_spaces_survive(args: list[str]) -> None:
     ("5,7,9,20", "5-9x2,20"),
 ])
 def test_range_text_is_exact(frames, text):
-    assert managers.range_text(frames) == text
+    assert range_text(frames) == text
     assert parse_frames(text) == parse_frames(frames)
 
 

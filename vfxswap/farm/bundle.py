@@ -29,6 +29,7 @@ import yaml
 
 from vfxswap.errors import VfxSwapError
 from vfxswap.farm.job import FarmJob, find_command, shell_line
+from vfxswap.plates.frames import range_text
 
 # job parameter -> (environment variable, definition)
 _PATH = {"type": "PATH", "objectType": "DIRECTORY"}
@@ -140,8 +141,8 @@ def template(job: FarmJob) -> dict:
 def parameter_values(job: FarmJob) -> dict:
     plates = Path(job.plates)
     values = {"PlatesDir": str(plates.parent), "PlateName": plates.name, "Model": job.model,
-              "Faceset": job.faceset, "OutDir": job.out, "Frames": job.frames, "ChunkSize": int(job.chunk),
-              "Vfxswap": job.engine}
+              "Faceset": job.faceset, "OutDir": job.out, "ChunkSize": int(job.chunk), "Vfxswap": job.engine,
+              "Frames": range_text(job.frames, step_mark=":")}  # OpenJD's range syntax: `1001-1099:2`
     if job.train:
         t = job.train
         values.update({"TrainSrc": t.src, "ReleaseRef": t.release_ref, "Preset": t.preset, "Iters": int(t.iters),

@@ -98,17 +98,27 @@ class FarmJob:
                 "--progress", "json", *to_flags(self.render_options)]
 
     def chunks(self) -> list[tuple[int, int]]:
-        """Contiguous (first, last) chunks of at most `chunk` frames over the range, in order;
-        a gap in the range starts a new chunk (as OpenJD's CONTIGUOUS constraint does)."""
+        """The render tasks, as OpenJD's CHUNK[INT] with the CONTIGUOUS constraint makes them (so
+        every export and report agrees with the bundle): each gap-free run of frames is split into
+        as few chunks of at most `chunk` frames as it needs, balanced so their sizes differ by at
+        most one (a 15-frame run in chunks of 7 gives 5 + 5 + 5, not 7 + 7 + 1)."""
         frames = parse_frames(self.frames)
+        runs, start = [], 0
+        for i in range(1, len(frames) + 1):
+            if i == len(frames) or frames[i] != frames[i - 1] + 1:
+                runs.append((frames[start], frames[i - 1]))
+                start = i
         out: list[tuple[int, int]] = []
-        start = prev = frames[0]
-        for f in frames[1:]:
-            if f != prev + 1 or f - start >= self.chunk:
-                out.append((start, prev))
-                start = f
-            prev = f
-        out.append((start, prev))
+        for first, last in runs:
+            n = last - first + 1
+            count = -(-n // max(1, self.chunk))
+            size, extra = divmod(n, count)
+            sizes = [size] * count
+            for i in range(extra):  # the longer chunks spread through the run, as OpenJD spreads them
+                sizes[i * count // extra] += 1
+            for size in sizes:
+                out.append((first, first + size - 1))
+                first += size
         return out
 
 

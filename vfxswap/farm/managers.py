@@ -39,7 +39,7 @@ from xml.etree import ElementTree as ET
 from vfxswap.atomic import write_text
 from vfxswap.errors import VfxSwapError
 from vfxswap.farm.job import FarmJob, shell_line
-from vfxswap.plates.frames import FramePattern, parse_frames
+from vfxswap.plates.frames import FramePattern, frame_runs, parse_frames, range_text, run_text
 
 CUE_FRAMES = "#FRAMESPEC#"
 CUE_SPEC_VERSION = "1.13"
@@ -52,35 +52,6 @@ LAYER_ENV = {"PYTHONUNBUFFERED": "1"}  # progress lines reach the farm log as th
 _CUE_NAME = re.compile(r"^[A-Za-z0-9_.]{3,}$")  # cuebot's rule for shot and layer names
 _CUE_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")  # show and user: one word
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-
-
-def frame_runs(frames) -> list[tuple[int, int, int]]:
-    """(first, last, step) runs covering exactly `frames`: `1001-1100x2` stays one run."""
-    frames = sorted(set(frames))
-    runs, i = [], 0
-    while i < len(frames):
-        j, step = i, 1
-        if i + 1 < len(frames):
-            step, j = frames[i + 1] - frames[i], i + 1
-            while j + 1 < len(frames) and frames[j + 1] - frames[j] == step:
-                j += 1
-            if step != 1 and j == i + 1:  # two far-apart frames: a single, the next starts a run
-                j, step = i, 1
-        runs.append((frames[i], frames[j], step))
-        i = j + 1
-    return runs
-
-
-def run_text(first: int, last: int, step: int = 1) -> str:
-    """`1001`, `1001-1100` or `1001-1099x2`: a form OpenCue, Deadline and vfxswap all read."""
-    if first == last:
-        return str(first)
-    return f"{first}-{last}" if step == 1 else f"{first}-{last}x{step}"
-
-
-def range_text(frames: str) -> str:
-    """A frame range in the managers' syntax (`1001-1100:2` -> `1001-1099x2`)."""
-    return ",".join(run_text(*run) for run in frame_runs(parse_frames(frames)))
 
 
 def _steps(job: FarmJob, render_frames: str) -> list[tuple[str, list[str], int]]:

@@ -149,6 +149,36 @@ def format_frames(frames) -> str:
     return ",".join(parts)
 
 
+def frame_runs(frames) -> list[tuple[int, int, int]]:
+    """(first, last, step) runs covering exactly `frames`: `1001-1100x2` stays one run."""
+    frames = sorted(set(frames))
+    runs, i = [], 0
+    while i < len(frames):
+        j, step = i, 1
+        if i + 1 < len(frames):
+            step, j = frames[i + 1] - frames[i], i + 1
+            while j + 1 < len(frames) and frames[j + 1] - frames[j] == step:
+                j += 1
+            if step != 1 and j == i + 1:  # two far-apart frames: a single, the next starts a run
+                j, step = i, 1
+        runs.append((frames[i], frames[j], step))
+        i = j + 1
+    return runs
+
+
+def run_text(first: int, last: int, step: int = 1, step_mark: str = "x") -> str:
+    """`1001`, `1001-1100` or `1001-1099x2`: a form OpenCue, Deadline and vfxswap all read
+    (OpenJD's range expressions mark the step with ":" instead: `1001-1099:2`)."""
+    if first == last:
+        return str(first)
+    return f"{first}-{last}" if step == 1 else f"{first}-{last}{step_mark}{step}"
+
+
+def range_text(frames: str, step_mark: str = "x") -> str:
+    """A frame range as exact runs in a farm's syntax (`1001-1100:2` -> `1001-1099x2`)."""
+    return ",".join(run_text(*run, step_mark=step_mark) for run in frame_runs(parse_frames(frames)))
+
+
 # A member file's frame number: the digits right before the extension (`plate.1001.exr`,
 # `plate_1001.exr`, `plate1001.exr`); digits elsewhere in the name are part of the name.
 _FRAME_NUMBER = re.compile(r"(-?\d+)$")

@@ -22,7 +22,7 @@ import yaml
 from conftest import make_astronaut_shot
 from vfxswap.atomic import is_temp_path, process_alive, temp_path_for
 from vfxswap.farm import session
-from vfxswap.farm.bundle import TRAIN_GRACE_S, parameter_values, run_bundle, run_command, template, write_bundle
+from vfxswap.farm.bundle import TRAIN_GRACE_S, check, parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
 from vfxswap.farm.status import farm_status
 from vfxswap.plates.frames import parse_frames
@@ -92,16 +92,11 @@ def test_template_steps_environments_and_values(tmp_path):
 def test_chunks_are_the_tasks_openjd_makes(tmp_path, frames, chunk):
     """FarmJob.chunks() (what the other exports, reports and bench use) gives the same render
     tasks as OpenJD instantiating the bundle's template: balanced contiguous chunks."""
-    from openjd.model import ParameterValue, ParameterValueType, StepParameterSpaceIterator, create_job, \
-        decode_job_template
+    from openjd.model import StepParameterSpaceIterator
 
     job = FarmJob(plates=str(tmp_path / "plate.####.exr"), model=str(tmp_path / "m"), faceset=str(tmp_path / "fs"),
                   out=str(tmp_path / "out"), frames=frames, chunk=chunk)
-    types = {p["name"]: p["type"] for p in template(job)["parameterDefinitions"]}
-    values = {v["name"]: ParameterValue(type=ParameterValueType(types[v["name"]]), value=str(v["value"]))
-              for v in parameter_values(job)["parameterValues"]}
-    made = create_job(job_template=decode_job_template(template=template(job), supported_extensions=["TASK_CHUNKING"]),
-                      job_parameter_values=values)
+    made = check(template(job), parameter_values(job), tmp_path)  # as a farm's server instantiates it
     render = next(step for step in made.steps if step.name == "Render")
     tasks = [task["Frame"].value for task in StepParameterSpaceIterator(space=render.parameterSpace)]
     assert tasks == [f"{a}-{b}" for a, b in job.chunks()]

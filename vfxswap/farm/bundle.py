@@ -153,27 +153,37 @@ def parameter_values(job: FarmJob) -> dict:
 
 
 def write_bundle(job: FarmJob, bundle: str | Path) -> Path:
-    """Write a bundle folder for `job` and validate it with openjd-model; returns the folder."""
+    """Write a bundle folder for `job`, checked first with openjd-model as a farm would use it
+    (nothing is written for a job the farm would refuse); returns the folder."""
     from vfxswap.atomic import write_text
 
     job = job.absolute()
     bundle = Path(bundle)
+    doc, values = template(job), parameter_values(job)
+    check(doc, values, bundle)
     bundle.mkdir(parents=True, exist_ok=True)
-    write_text(bundle / "template.yaml", yaml.safe_dump(template(job), sort_keys=False))
-    write_text(bundle / "parameter_values.yaml", yaml.safe_dump(parameter_values(job), sort_keys=False))
-    validate(bundle)
+    write_text(bundle / "template.yaml", yaml.safe_dump(doc, sort_keys=False))
+    write_text(bundle / "parameter_values.yaml", yaml.safe_dump(values, sort_keys=False))
     return bundle
 
 
-def validate(bundle: str | Path) -> None:
-    from openjd.model import DocumentType, decode_job_template, document_string_to_object
+def check(doc: dict, values: dict, bundle: Path):
+    """Decode the template and instantiate the job from these values, as a farm's server does ->
+    openjd's Job. A value the template refuses (a range OpenJD cannot read, say) fails here, in
+    one line naming the bundle."""
+    from openjd.model import ParameterValue, ParameterValueType, create_job, decode_job_template
 
-    text = (Path(bundle) / "template.yaml").read_text()
     try:
-        decode_job_template(template=document_string_to_object(document=text, document_type=DocumentType.YAML),
-                            supported_extensions=["TASK_CHUNKING"])
+        decoded = decode_job_template(template=doc, supported_extensions=["TASK_CHUNKING"])
     except Exception as exc:  # openjd raises its own DecodeValidationError
         raise VfxSwapError(f"{bundle}/template.yaml: not a valid job template: {exc}") from None
+    types = {p["name"]: p["type"] for p in doc["parameterDefinitions"]}
+    given = {v["name"]: ParameterValue(type=ParameterValueType(types[v["name"]]), value=str(v["value"]))
+             for v in values["parameterValues"]}
+    try:
+        return create_job(job_template=decoded, job_parameter_values=given)
+    except Exception as exc:
+        raise VfxSwapError(f"{bundle}: OpenJD cannot make a job of these values: {exc}") from None
 
 
 def openjd_command() -> str:

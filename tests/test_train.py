@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -408,6 +409,48 @@ def test_sigterm_saves_then_fails_the_task(synthetic, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("vfxswap: error:") and f"stopped by SIGTERM at iteration {at} of 100000" in last
     assert "Traceback" not in err
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process started under `pid`, at any depth (Linux /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ranks_die_with_a_killed_launcher(synthetic, tmp_path):
+    """A farm's kill -9 of the task's process group takes `vfxswap train --gpus 2` and torchrun,
+    but not the ranks: torchrun starts each in a session of its own. Left running they would hold
+    the GPUs and write into the model folder beside the task's retry, so each rank dies with its
+    launcher (what it saved before stays whole)."""
+    a, b = synthetic
+    model = tmp_path / "m"
+    proc = _train_until_logged(a, b, model, 2, "--gpus", 2, "--device", "cpu", "--batch", 2, "--workers", 0,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    ranks = [p for p in _descendants(proc.pid) if os.getpgid(p) != proc.pid]
+    assert len(ranks) == 2  # in sessions of their own, out of the group the farm kills
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)  # not communicate(): surviving ranks would hold its pipes open
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in ranks):
+        time.sleep(0.2)
+    alive = [p for p in ranks if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    proc.stdout.close(), proc.stderr.close()
+    assert not alive, "ranks outlived their killed launcher"
 
 
 @pytest.mark.parametrize("how", ["farm SIGTERM to the task's process", "terminal Ctrl-C to the whole job"])

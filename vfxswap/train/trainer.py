@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,6 +182,22 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun: end this rank when its launcher dies (Linux). torchrun starts each rank in a
+    session of its own, so a farm's kill -9 of the task's process group misses the ranks; left
+    running they would hold the GPUs and write into the model folder beside the task's retry."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    launcher = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+        log.warning("could not tie this rank to its launcher (prctl errno %d)", ctypes.get_errno())
+    elif os.getppid() != launcher:  # it died before the line above: nothing will signal us now
+        os._exit(1)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -197,6 +214,8 @@ class Trainer:
         self.opt = o = options
         self.rank, self.world, local = _distributed()
         self.main = self.rank == 0
+        if self.world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+            _die_with_launcher()
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and o.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend)

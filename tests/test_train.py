@@ -453,6 +453,30 @@ def test_ranks_die_with_a_killed_launcher(synthetic, tmp_path):
     assert not alive, "ranks outlived their killed launcher"
 
 
+def test_torchrun_gives_stopped_ranks_the_farm_grace_to_save(monkeypatch):
+    """torchrun kills ranks 30 s after passing on a SIGTERM unless told otherwise; a DDP stop may
+    need longer (the ranks meet at their next snapshot, then save), so `--gpus N` extends it to
+    the grace the farm bundle asks for training, and drops --gpus so the ranks do not relaunch."""
+    from vfxswap import cli
+    from vfxswap.farm.bundle import TRAIN_GRACE_S
+
+    started = []
+
+    class Launched:
+        def __init__(self, args, env):
+            started.append((args, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", Launched)
+    assert cli._under_torchrun(["train", "--gpus", "2", "--iters", "9"], 2) == 0
+    (args, env), = started
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(TRAIN_GRACE_S)
+    assert args[-4:] == ["vfxswap", "train", "--iters", "9"] and "--nproc-per-node" in args
+
+
 @pytest.mark.parametrize("how", ["farm SIGTERM to the task's process", "terminal Ctrl-C to the whole job"])
 def test_a_stop_under_torchrun_stops_every_rank_together(synthetic, tmp_path, how):
     """`vfxswap train --gpus 2` (torchrun, gloo on CPU here) told to stop: by a farm (SIGTERM to

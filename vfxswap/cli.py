@@ -161,8 +161,15 @@ def _under_torchrun(argv: list[str], gpus: int) -> int:
             break
     import signal
 
+    from vfxswap.farm.bundle import TRAIN_GRACE_S
+
+    # torchrun gives stopped ranks 30 s before it kills them; they may need longer to reach the
+    # step they all stop at and save, so give them the farm's grace for training (torch releases
+    # since spring 2026 read this, 2.13 does; older ones keep 30 s)
+    env = dict(os.environ)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(TRAIN_GRACE_S))
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc-per-node", str(gpus), "-m", "vfxswap", *argv])
+                             "--nproc-per-node", str(gpus), "-m", "vfxswap", *argv], env=env)
     # A farm's SIGTERM (a cancel, a pre-emption) comes to this process alone: pass it on, and
     # torchrun passes it to the ranks (each in a session of its own), which stop together and
     # save. A terminal's Ctrl-C reaches torchrun itself; a second signal from here would cut

@@ -72,7 +72,7 @@ def test_template_steps_environments_and_values(tmp_path):
     assert frame["type"] == "CHUNK[INT]" and frame["chunks"]["rangeConstraint"] == "CONTIGUOUS"
     enter = render["stepEnvironments"][0]["script"]["embeddedFiles"][0]["data"]
     assert "farm session start" in enter and "--skip-existing" in enter and "--mask hull" in enter
-    assert '--frames "{{Task.Param.Frame}}"' in render["script"]["embeddedFiles"][0]["data"]
+    assert '--frames="{{Task.Param.Frame}}"' in render["script"]["embeddedFiles"][0]["data"]
     # values travel as environment variables: no path is ever pasted into a script
     assert str(tmp_path) not in yaml.safe_dump(doc)
     write_bundle(job, tmp_path / "bundle")  # validates with openjd-model
@@ -131,9 +131,9 @@ def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):
         subprocess.run(["bash", "-c", text], env=env, check=True)
     extract, train, render, enter = [json.loads(x) for x in (tmp_path / "argv.jsonl").read_text().splitlines()]
     assert extract == ["--verbose", "extract", str(odd / "plate.####.exr"), "--out", str(odd / "fs"),
-                       "--frames", "1001-1004"]
+                       "--frames=1001-1004"]
     assert train[train.index("--release-ref") + 1] == "REL 9's \"A\"" and train[train.index("--src") + 1] == str(odd / "a")
-    assert render == ["--verbose", "farm", "session", "render", str(odd), "--frames", "1001-1002"]
+    assert render == ["--verbose", "farm", "session", "render", str(odd), "--frames=1001-1002"]
     assert enter[:5] == ["--verbose", "farm", "session", "start", str(odd)]
     assert enter[enter.index("--plates") + 1] == str(odd / "plate.####.exr")
 

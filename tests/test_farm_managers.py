@@ -186,8 +186,8 @@ def test_opencue_spec_has_the_steps_in_order(tmp_path):
     assert render == ab.render_args(CUE_TOKEN)
     assert_spaces_survive(render)
     assert render[:2] == ["/opt/vfx tools/bin/vfxswap", "render"]
-    assert render[render.index("--frames") + 1] == CUE_TOKEN
-    assert f"--frames {CUE_TOKEN} " in layers[2]["cmd"]  # the token goes in bare, for cuebot to replace
+    assert f"--frames={CUE_TOKEN}" in render  # one word: a negative frame is not taken for an option
+    assert f"--frames={CUE_TOKEN} " in layers[2]["cmd"]  # the token goes in bare, for cuebot to replace
     for flag, value in (("--model", str(tmp_path / "my model")),
                         ("--plates", str(tmp_path / "plates dir/plate.####.exr")),
                         ("--out", str(tmp_path / "sh010 layers")), ("--faceset", str(tmp_path / "face set"))):
@@ -352,6 +352,11 @@ def parse_kv(path: Path) -> dict:
     return out
 
 
+def _frames_value(argv: list[str]) -> str:
+    (value,) = [a.split("=", 1)[1] for a in argv if a.startswith("--frames=")]
+    return value
+
+
 def deadline_tasks(frames: str, chunk: int) -> list[list[int]]:
     """Deadline's tasks: ChunkSize consecutive frames of the job's frame list."""
     frames = parse_frames(frames)
@@ -398,14 +403,14 @@ def test_deadline_files_one_job_per_step_and_run(tmp_path):
         assert info[stem]["OutputDirectory0"] == str(tmp_path / "sh010 layers")
         assert info[stem]["OutputFilename0"] == "face.####.exr"
         arguments = plugin[stem]["Arguments"]
-        assert f"--frames {token} " in arguments  # bare, for the plugin to replace
+        assert f"--frames={token} " in arguments  # bare, for the plugin to replace
         args = shlex.split(arguments)
         assert args == ab.render_args(token)
         assert_spaces_survive(args)
         assert "--skip-existing" in args
         for task in deadline_tasks(frames, 4):  # each task renders exactly its own frames
             expanded = expand(arguments, task)
-            assert parse_frames(expanded[expanded.index("--frames") + 1]) == task
+            assert parse_frames(_frames_value(expanded)) == task
             covered += task
     assert covered == parse_frames(job.frames)
 
@@ -422,8 +427,28 @@ def test_deadline_render_only_keeps_the_step_in_one_job(tmp_path):
     assert len(tasks) == 5 and tasks[0] == list(range(1001, 1020, 2))
     for task in tasks:
         expanded = expand(arguments, task)
-        assert parse_frames(expanded[expanded.index("--frames") + 1]) == task
+        assert parse_frames(_frames_value(expanded)) == task
     assert "GPU" not in (tmp_path / "dl" / "submit.sh").read_text()
+
+
+def test_negative_frames_reach_the_engine_as_frames(tmp_path):
+    """Pre-roll frames below zero: a chunk such as `-3--2` after a bare `--frames` reads as an
+    option to an argument parser, so every export writes `--frames=VALUE`, one word. Each task's
+    command line, as the farm expands it, parses to exactly that task's frames."""
+    from vfxswap.cli import build_parser
+
+    job = make_job(tmp_path, faceset_exists=True, frames="-3-2", chunk=2, render_options={})
+    engine_words = len(shlex.split(job.engine))
+
+    def frames_of(argv):
+        return parse_frames(build_parser().parse_args(argv[engine_words:]).frames)
+
+    spec = read_spec(next(p for p in managers.write_opencue(job, tmp_path / "cue") if p.suffix == ".xml"))
+    cmd = spec_layers(spec)[-1]["cmd"]
+    for task in (["-3--2"], ["-1-0"], ["1-2"]):
+        assert frames_of(shlex.split(cmd.replace(CUE_TOKEN, task[0]))) == parse_frames(task[0])
+    arguments = parse_kv(managers.write_deadline10(job, tmp_path / "dl")[1])["Arguments"]
+    assert [frames_of(expand(arguments, task)) for task in deadline_tasks("-3-2", 2)] == [[-3, -2], [-1, 0], [1, 2]]
 
 
 def test_submit_sh_chains_the_jobs_in_order(tmp_path):

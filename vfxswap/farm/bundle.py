@@ -126,7 +126,7 @@ def template(job: FarmJob) -> dict:
                 {"name": "Enter", "type": "TEXT", "data": f"{_PRELUDE}{engine} start {session} -- "
                  + shell_line(render_argv, keep) + "\n"},
                 {"name": "Exit", "type": "TEXT", "data": f"{_PRELUDE}{engine} stop {session}\n"}]}}],
-        "script": _script(f'{engine} render {session} --frames "{{{{Task.Param.Frame}}}}"'),
+        "script": _script(f'{engine} render {session} --frames="{{{{Task.Param.Frame}}}}"'),
     })
     for before, step in zip(steps, steps[1:]):
         step["dependencies"] = [{"dependsOn": before["name"]}]

@@ -73,7 +73,7 @@ class FarmJob:
     # --- commands (argument lists) ------------------------------------------------------------
 
     def extract_args(self) -> list[str]:
-        return [*shlex.split(self.engine), "extract", self.plates, "--out", self.faceset, "--frames", self.frames]
+        return [*shlex.split(self.engine), "extract", self.plates, "--out", self.faceset, f"--frames={self.frames}"]
 
     def train_args(self) -> list[str]:
         t = self.train
@@ -94,7 +94,7 @@ class FarmJob:
         from vfxswap.cli import to_flags
 
         return [*shlex.split(self.engine), "render", "--model", self.model, "--plates", self.plates,
-                "--faceset", self.faceset, "--out", self.out, "--frames", frames, "--skip-existing",
+                "--faceset", self.faceset, "--out", self.out, f"--frames={frames}", "--skip-existing",
                 "--progress", "json", *to_flags(self.render_options)]
 
     def chunks(self) -> list[tuple[int, int]]:
@@ -124,9 +124,19 @@ class FarmJob:
 
 def shell_line(args: list[str], keep: Iterable[str] | Mapping[str, str] = ()) -> str:
     """A POSIX shell line. Arguments in `keep` (farm tokens like <STARTFRAME>, or `"$VAR"`) go in
-    verbatim; a mapping puts its value in place of the argument instead."""
+    verbatim, alone or as an option's value (`--frames=<STARTFRAME>`); a mapping puts its value in
+    place of the argument instead."""
     subs = keep if isinstance(keep, Mapping) else {k: k for k in keep}
-    return " ".join(subs[a] if a in subs else shlex.quote(a) for a in args)
+
+    def word(a: str) -> str:
+        if a in subs:
+            return subs[a]
+        option, eq, value = a.partition("=")
+        if eq and option.startswith("--") and value in subs:
+            return shlex.quote(option + "=") + subs[value]
+        return shlex.quote(a)
+
+    return " ".join(word(a) for a in args)
 
 
 def find_command(name: str) -> str | None:

@@ -172,12 +172,14 @@ def _in_process(state: dict, frames: str, why: str) -> int:
     from vfxswap.cli import main
 
     print(f"vfxswap: {why}; rendering frames {frames} in this task", file=sys.stderr)
-    argv = list(state["render"])
-    if "--frames" in argv:
-        argv[argv.index("--frames") + 1] = frames
-    else:
-        argv += ["--frames", frames]
-    return main(["render", *argv])
+    argv, rest = [], list(state["render"])
+    while rest:  # every --frames goes: this chunk's frames replace the session's range
+        a = rest.pop(0)
+        if a == "--frames" and rest:
+            rest.pop(0)
+        elif not a.startswith("--frames="):
+            argv.append(a)
+    return main(["render", *argv, f"--frames={frames}"])  # one word: a frame like -3 is not an option
 
 
 def _read_state(folder: Path) -> dict | None:

@@ -41,7 +41,7 @@ class RenderJob:
         if self.faceset:
             cmd += ["--faceset", self.faceset]
         if self.frames:
-            cmd += ["--frames", self.frames]
+            cmd.append(f"--frames={self.frames}")  # one word: a range like -3-2 is not an option
         return cmd + to_flags(self.options)
 
     def outputs(self) -> dict[str, str]:

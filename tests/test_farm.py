@@ -21,6 +21,7 @@ import yaml
 
 from conftest import make_astronaut_shot
 from vfxswap.atomic import is_temp_path, process_alive, temp_path_for
+from vfxswap.errors import VfxSwapError
 from vfxswap.farm import session
 from vfxswap.farm.bundle import TRAIN_GRACE_S, check, parameter_values, run_bundle, run_command, template, write_bundle
 from vfxswap.farm.job import FarmJob, TrainStep
@@ -139,14 +140,37 @@ def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):
 
 
 def test_bad_job_input_is_one_clear_error(tmp_path):
-    from vfxswap.errors import VfxSwapError
-
     with pytest.raises(VfxSwapError, match="frame range"):
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1010-1001")
     out = _cli("farm", "bundle", "--plates", "p.####.exr", "--model", "m", "--faceset", "f", "--render-out", "o",
                "--frames", "1001-1010", "--out", tmp_path / "b", "--train-src", "a")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "vfxswap: error: --train-src needs --release-ref (the performers' release reference)"]
+    with pytest.raises(VfxSwapError, match="untrained"):
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", train=TrainStep(src="a",
+                                                                                                release_ref="R", iters=0))
+    with pytest.raises(VfxSwapError, match="shell word list"):  # every task's shell would fail on it
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", engine="'/opt/vfx swap/vfxswap")
+    (tmp_path / "a file").write_text("")
+    for where in (tmp_path / "a file", tmp_path / "a file" / "sub"):  # one line naming it, not a traceback
+        out = _cli("farm", "bundle", "--plates", "p.####.exr", "--model", "m", "--faceset", "f", "--render-out", "o",
+                   "--frames", "1001-1010", "--out", where)
+        assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and str(where) in out.stderr
+    out = _cli("farm", "run", tmp_path / "no bundle")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"vfxswap: error: {tmp_path / 'no bundle' / 'template.yaml'}: No such file or directory"]
+
+
+def test_a_long_fix_list_and_a_passthrough_check_make_jobs_openjd_accepts(tmp_path):
+    """A fix list of scattered frames (OpenJD caps a job's name at 128 characters, and the name
+    showed the frames), and `--model passthrough`, a word the farm must not resolve as a folder."""
+    fixes = ",".join(str(1001 + 7 * i + i % 3) for i in range(40))
+    job = FarmJob(plates=str(tmp_path / "plate.####.exr"), model="passthrough", faceset=str(tmp_path / "fs"),
+                  out=str(tmp_path / "out"), frames=fixes, chunk=4).absolute()
+    made = check(template(job), parameter_values(job), tmp_path)
+    assert made.name == "vfxswap plate.####.exr"
+    assert {v["name"]: v["value"] for v in parameter_values(job)["parameterValues"]}["Model"] == "passthrough"
+    assert next(p for p in template(job)["parameterDefinitions"] if p["name"] == "Model")["type"] == "STRING"
 
 
 
@@ -383,8 +407,6 @@ def test_an_abandoned_engine_stops_by_itself(shot, tmp_path):
 
 
 def test_an_engine_that_cannot_load_says_why(shot, tmp_path):
-    from vfxswap.errors import VfxSwapError
-
     argv = _render_argv(shot, tmp_path / "engine")
     argv[argv.index("--faceset") + 1] = str(tmp_path / "nowhere")
     with pytest.raises(VfxSwapError, match="stopped while loading: .*nowhere"):
@@ -422,6 +444,20 @@ def test_status_reports_done_missing_failed_and_leftovers(shot, tmp_path):
     assert healed.complete and not healed.failed and not healed.temp_files
     assert np.array_equal(np.frombuffer((out / "face.1004.exr").read_bytes()[:100], np.uint8),
                           np.frombuffer(good[:100], np.uint8))
+
+
+def test_status_before_any_chunk_finished_reads_the_layers_a_render_writes(shot, tmp_path):
+    """No run manifest yet (the first chunk was cancelled mid-way): the layers' pattern comes from
+    the bundle's plates, whose 6-digit padding the render keeps, so whole frames count as done."""
+    job = FarmJob(plates=str(tmp_path / "p" / "plate.######.exr"), model="passthrough",
+                  faceset=str(shot / "faceset"), out=str(tmp_path / "layers"), frames="1001-1004")
+    bundle = write_bundle(job, tmp_path / "bundle")
+    (tmp_path / "layers").mkdir()
+    for frame in (1001, 1002):
+        (tmp_path / "layers" / f"face.{frame:06d}.exr").write_bytes((shot / "plates" / f"plate.{frame}.exr").read_bytes())
+    status = farm_status(bundle)
+    assert status.output.endswith("face.######.exr")
+    assert status.done == [1001, 1002] and status.missing == [1003, 1004]
 
 
 def test_render_finds_the_faces_of_plates_under_a_mapped_path(shot, tmp_path):

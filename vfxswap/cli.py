@@ -630,6 +630,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a path that is missing, not a folder, not writable: one line naming it
+        logging.getLogger("vfxswap").debug("", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vfxswap: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

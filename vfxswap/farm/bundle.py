@@ -99,6 +99,8 @@ def template(job: FarmJob) -> dict:
                  tok.train.iters, tok.train.gpus}
         written = "INOUT" if (Path(job.model) / "manifest.json").exists() else "OUT"  # resumed, or new
         params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": written})
+    elif job.model == "passthrough":  # the pipeline check: a word, not a folder to resolve or carry
+        params["Model"] = ("VFXSWAP_MODEL", {"type": "STRING"})
     keep = {k: k for k in keep if k} | {_ENGINE_WORD: _ENGINE}
 
     steps = []
@@ -131,11 +133,18 @@ def template(job: FarmJob) -> dict:
     for before, step in zip(steps, steps[1:]):
         step["dependencies"] = [{"dependsOn": before["name"]}]
     return {"specificationVersion": "jobtemplate-2023-09", "extensions": ["TASK_CHUNKING"],
-            "name": "vfxswap {{Param.Frames}}",
+            "name": _job_name(job),
             "parameterDefinitions": [{"name": name, **definition} for name, (_, definition) in params.items()],
             "jobEnvironments": [{"name": "vfxswap", "variables": {
                 var: f"{{{{Param.{name}}}}}" for name, (var, _) in params.items() if var}}],
             "steps": steps}
+
+
+def _job_name(job: FarmJob) -> str:
+    """The frames the job renders, as a farm monitor lists it; a long fix list (OpenJD caps a job
+    name at 128 characters) gives way to the plate's name."""
+    return "vfxswap {{Param.Frames}}" if len(range_text(job.frames, step_mark=":")) <= 100 else \
+        "vfxswap {{Param.PlateName}}"
 
 
 def parameter_values(job: FarmJob) -> dict:

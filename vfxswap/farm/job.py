@@ -58,6 +58,14 @@ class FarmJob:
             self.extract = not (Path(self.faceset) / "faceset.db").exists()
         if self.train is not None and self.train.gpus < 1:
             raise VfxSwapError(f"--train-gpus {self.train.gpus}: must be at least 1")
+        if self.train is not None and self.train.iters < 1:
+            raise VfxSwapError(f"--iters {self.train.iters}: must be at least 1 (0 would render an untrained model)")
+        try:
+            words = shlex.split(self.engine)
+        except ValueError as exc:  # what each task's shell would fail on, on every node
+            raise VfxSwapError(f"--engine {self.engine!r}: not a shell word list ({exc})") from None
+        if not words:
+            raise VfxSwapError("--engine is empty: give the engine command on the farm nodes")
 
     def absolute(self) -> "FarmJob":
         """The same job with absolute paths: farm nodes do not share our working directory."""
@@ -67,8 +75,9 @@ class FarmJob:
             return str(Path(p).absolute())
 
         train = replace(self.train, src=ab(self.train.src)) if self.train else None
-        return replace(self, plates=ab(self.plates), model=ab(self.model), faceset=ab(self.faceset),
-                       out=ab(self.out), train=train)
+        model = self.model if self.model == "passthrough" else ab(self.model)  # the pipeline check, not a folder
+        return replace(self, plates=ab(self.plates), model=model, faceset=ab(self.faceset), out=ab(self.out),
+                       train=train)
 
     # --- commands (argument lists) ------------------------------------------------------------
 

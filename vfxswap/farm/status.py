@@ -67,7 +67,7 @@ def farm_status(target: str | Path, frames: str | None = None) -> FarmStatus:
     from vfxswap.render.render import frame_is_complete
 
     target = Path(target)
-    out, frame_text = _out_and_frames(target)
+    out, frame_text, plate_name = _out_and_frames(target)
     records = _manifests(out)
     if frames:
         frame_text = frames
@@ -77,7 +77,7 @@ def farm_status(target: str | Path, frames: str | None = None) -> FarmStatus:
                                f"run manifests; pass --frames")
         frame_text = ",".join(r["frames"] for r in records if r.get("frames"))
     expected = parse_frames(frame_text)
-    pattern = _output_pattern(out, records)
+    pattern = _output_pattern(out, records, plate_name)
     status = FarmStatus(out=str(out), output=str(pattern), frames=expected, chunks_run=len(records))
     reasons: dict[int, str] = {}
     faceless: set[int] = set()
@@ -103,17 +103,18 @@ def farm_status(target: str | Path, frames: str | None = None) -> FarmStatus:
     return status
 
 
-def _out_and_frames(target: Path) -> tuple[Path, str | None]:
+def _out_and_frames(target: Path) -> tuple[Path, str | None, str | None]:
+    """(layers folder, frame range, plate file name): the last two from a bundle, else None."""
     values_file = target / "parameter_values.yaml"
     if values_file.is_file():
         try:
             values = {v["name"]: v["value"] for v in yaml.safe_load(values_file.read_text())["parameterValues"]}
-            return Path(values["OutDir"]), str(values["Frames"])
+            return Path(values["OutDir"]), str(values["Frames"]), values.get("PlateName")
         except (KeyError, TypeError, yaml.YAMLError) as exc:
             raise VfxSwapError(f"{values_file}: not a vfxswap bundle's parameter values ({exc})") from None
     if not target.is_dir():
         raise VfxSwapError(f"{target}: no such bundle or layers folder")
-    return target, None
+    return target, None, None
 
 
 def _manifests(out: Path) -> list[dict]:
@@ -127,12 +128,15 @@ def _manifests(out: Path) -> list[dict]:
     return sorted(records, key=lambda r: r.get("time", ""))
 
 
-def _output_pattern(out: Path, records: list[dict]) -> FramePattern:
+def _output_pattern(out: Path, records: list[dict], plate_name: str | None) -> FramePattern:
+    """The layers' pattern as the last run recorded it; before any run finished, the one a render
+    of these plates writes (the plate's padding, at least 4 digits)."""
     for record in reversed(records):
         if record.get("output"):
             pattern = FramePattern.parse(record["output"])
             return FramePattern(str(out / Path(pattern.head).name), pattern.padding, pattern.tail)
-    return FramePattern(str(out / "face."), 4, ".exr")
+    padding = FramePattern.parse(plate_name).padding if plate_name else 4
+    return FramePattern(str(out / "face."), max(padding, 4), ".exr")
 
 
 def _frames_of(text) -> list[int]:

@@ -19,7 +19,7 @@ def run(*args, cwd=None):
                           cwd=cwd, env=env, timeout=300)
 
 
-def make_plates(folder, frames=range(1001, 1006), size=(48, 64)):
+def make_plates(folder, frames=range(1001, 1006), size=(48, 64), dtype=None):
     """A short scene-linear ACEScg sequence with a highlight above 1.0 and a timecode."""
     h, w = size
     for f in frames:
@@ -30,7 +30,7 @@ def make_plates(folder, frames=range(1001, 1006), size=(48, 64)):
         img = Image.from_array(np.concatenate([rgb, alpha], -1))
         img.set_attribute("oiio:ColorSpace", "ACEScg")
         img.set_attribute("smpte:TimeCode", (0x01000000 + (f - 1001), 0), "timecode")
-        write_image(folder / f"plate.{f:04d}.exr", img)
+        write_image(folder / f"plate.{f:04d}.exr", img, dtype=dtype)
     return folder / "plate.####.exr"
 
 
@@ -68,6 +68,17 @@ def test_plates_info_reports_frames_gaps_and_range(tmp_path):
     assert "range       R 0..12  G 0..12" in out.stdout  # the HDR highlight is reported, not clipped
     full = run("plates", "info", tmp_path / "plate.1001.exr", "--frames", "1001-1002")
     assert full.returncode == 0 and "missing     none" in full.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float", "half"])
+def test_a_plain_copy_keeps_the_plates_pixel_type_bit_exact(tmp_path, dtype):
+    """No colour options: `plates convert` copies, and a float plate is not narrowed to half."""
+    src = make_plates(tmp_path / "src", frames=[1001], dtype=dtype)
+    out = run("plates", "convert", src, tmp_path / "out" / "copy.####.exr")
+    assert out.returncode == 0, out.stderr
+    before, after = read_image(tmp_path / "src" / "plate.1001.exr"), read_image(tmp_path / "out" / "copy.1001.exr")
+    assert after.source_format == before.source_format == dtype
+    assert np.array_equal(after.pixels, before.pixels)
 
 
 def test_corrupt_frame_is_named_and_the_rest_converts(tmp_path):

@@ -194,7 +194,9 @@ def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001,
                 image.attributes.pop("colorInteropID", None)
             if pipe is not None:
                 image.set_attribute("vfxswap:ocioConfig", pipe.choice.uri)
-            write_image(out_path, image, dtype=dtype, compression=compression)
+            # a float EXR plate stays float (EXR's default for plates is half): a plain copy is bit-exact
+            keep = "float" if image.source_format == "float" and out_path.lower().endswith(".exr") else None
+            write_image(out_path, image, dtype=dtype or keep, compression=compression)
             report.written.append(frame)
             if on_frame:
                 on_frame(frame, None)

@@ -36,7 +36,7 @@ from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.masks import hull_mask
 from vfxswap.plates.convert import VIDEO_SPACE, FrameSource, read_ahead
 from vfxswap.plates.frames import format_frames
-from vfxswap.plates.image import Image, read_image, read_info, write_image
+from vfxswap.plates.image import Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
 
 log = logging.getLogger("vfxswap")
@@ -178,13 +178,17 @@ class Extractor:
         is display-encoded (detectors then take its code values as they are)."""
         if isinstance(image, VfxSwapError):
             return frame, image, None
+        try:
+            need_rgb(image)
+        except VfxSwapError as exc:  # a failed frame like an unreadable one, not a traceback
+            return frame, exc, None
         plate = image.on_display_window()
         if self._pipes[source].plate_is_display_encoded:
             plate = (np.clip(plate[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
         return frame, image, plate
 
     def detect_frame(self, source: str, frame: int, image: Image, plate=None) -> list[FaceRow]:
-        pipe = self.pipeline(source, image)
+        pipe = self.pipeline(source, need_rgb(image))
         if plate is None:
             _, _, plate = self.prepare(source, frame, image)
         min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score

@@ -248,18 +248,24 @@ def find_sequence(spec: str | os.PathLike) -> Sequence:
     return Sequence(padded, frames)
 
 
-def select_frames(spec: str | os.PathLike, frames: str | None = None) -> tuple[Sequence, list[int]]:
+def select_frames(spec: str | os.PathLike, frames: str | None = None, *,
+                  keep_missing: bool = False) -> tuple[Sequence, list[int]]:
     """Resolve a plates argument to a sequence and the frames asked for (all when None).
 
     Frames asked for that are not on disk are an error naming them, so a job never runs on
-    a silently shorter range.
+    a silently shorter range. With `keep_missing` they stay in the list instead (and None
+    means first to last, gaps included), for a caller that fails them one by one while the
+    other frames complete.
     """
     seq = find_sequence(spec)
     if not seq.frames:
         raise VfxSwapError(f"{seq.pattern}: no frames found on disk")
-    wanted = parse_frames(frames) if frames else list(seq.frames)
+    if frames:
+        wanted = parse_frames(frames)
+    else:
+        wanted = list(range(seq.first, seq.last + 1)) if keep_missing else list(seq.frames)
     missing = seq.missing(wanted)
-    if missing:
+    if missing and not keep_missing:
         raise VfxSwapError(f"{seq.pattern}: frames missing on disk: {format_frames(missing)}")
     return seq, wanted
 

@@ -142,13 +142,17 @@ class Image:
 
     def on_display_window(self, fill: float = 0.0) -> np.ndarray:
         """The pixels placed on a canvas the size of the display window (outside filled)."""
-        disp, data = self.display_window, self.data_window
-        if disp == data:
+        return self.on_window(self.display_window, fill)
+
+    def on_window(self, box: Box, fill: float = 0.0) -> np.ndarray:
+        """The pixels placed on a canvas covering `box` (outside the data window filled)."""
+        data = self.data_window
+        if box == data:
             return self.pixels
-        canvas = np.full((disp.height, disp.width, self.pixels.shape[2]), fill, self.pixels.dtype)
-        inter = data.intersect(disp)
+        canvas = np.full((box.height, box.width, self.pixels.shape[2]), fill, self.pixels.dtype)
+        inter = data.intersect(box)
         if inter.width and inter.height:
-            canvas[inter.y - disp.y: inter.y1 - disp.y, inter.x - disp.x: inter.x1 - disp.x] = \
+            canvas[inter.y - box.y: inter.y1 - box.y, inter.x - box.x: inter.x1 - box.x] = \
                 self.pixels[inter.y - data.y: inter.y1 - data.y, inter.x - data.x: inter.x1 - data.x]
         return canvas
 
@@ -202,21 +206,41 @@ def list_parts(path: str | os.PathLike) -> list[ImageInfo]:
     path = str(path)
     inp = _open(path)
     try:
-        parts, index = [], 0
-        while inp.seek_subimage(index, 0):
-            parts.append(_info(path, inp.spec(), index))
-            index += 1
-        return parts
+        return _parts(inp, path)
     finally:
         inp.close()
 
 
-def read_info(path: str | os.PathLike, part: int | str = 0) -> ImageInfo:
+def _parts(inp: oiio.ImageInput, path: str) -> list[ImageInfo]:
+    parts, index = [], 0
+    while inp.seek_subimage(index, 0):
+        parts.append(_info(path, inp.spec(), index))
+        index += 1
+    return parts
+
+
+def has_rgb(channels) -> bool:
+    """R, G and B among `channels` (`R`, or a layer's `beauty.R`): a colour picture."""
+    return {"R", "G", "B"} <= {c.rpartition(".")[2] for c in channels}
+
+
+def need_rgb(image: Image) -> Image:
+    """`image`, or a one-line error naming its file when it holds no colour to work on (a
+    luminance-only scan, a lone depth pass): the engine takes its first three channels as RGB."""
+    if image.pixels.shape[2] < 3:
+        raise VfxSwapError(f"{image.path or 'image'}: no R, G, B channels to work on (it has {', '.join(image.channels)})")
+    return image
+
+
+def read_info(path: str | os.PathLike, part: int | str | None = None) -> ImageInfo:
+    """One part's header; `part` None: the picture part, as `read_image` picks it."""
     parts = list_parts(path)
     return parts[_part_index(str(path), parts, part)]
 
 
-def _part_index(path: str, parts: list[ImageInfo], part: int | str) -> int:
+def _part_index(path: str, parts: list[ImageInfo], part: int | str | None) -> int:
+    if part is None:  # the picture: the first part with R, G, B (a depth pass may come first)
+        return next((p.part for p in parts if has_rgb(p.channels)), 0)
     if isinstance(part, str):
         for info in parts:
             if info.part_name == part:
@@ -227,24 +251,24 @@ def _part_index(path: str, parts: list[ImageInfo], part: int | str) -> int:
     return part
 
 
-def read_image(path: str | os.PathLike, *, part: int | str = 0, channels=None, layer: str | None = None,
+def read_image(path: str | os.PathLike, *, part: int | str | None = None, channels=None, layer: str | None = None,
                dtype: str = "float32") -> Image:
     """Read one part of an image file.
 
+    part: an index or a part name; None: the picture, part 0 unless it has no R, G, B and a
+    later part has them (a multi-part EXR with its depth part first; part 0 when `channels` or
+    `layer` are named).
     dtype: `float32` (engine work; integer formats become 0-1), or `native` (the file's own
     pixel type, for bit-exact copies: half stays half, NaN payloads included).
     """
     path = str(path)
+    if part is None and (channels is not None or layer is not None):
+        part = 0  # named channels: part 0, as asked
     inp = _open(path)
     try:
-        index = part
-        if isinstance(part, str) or part != 0:
-            parts = []
-            i = 0
-            while inp.seek_subimage(i, 0):
-                parts.append(_info(path, inp.spec(), i))
-                i += 1
-            index = _part_index(path, parts, part)
+        index = 0
+        if part != 0 and not (part is None and has_rgb(inp.spec().channelnames)):
+            index = _part_index(path, _parts(inp, path), part)
             inp.seek_subimage(index, 0)
         spec = inp.spec()
         names = tuple(spec.channelnames)

@@ -8,7 +8,8 @@ Per frame, per face (alignment from the destination faceset):
     premultiply.
 The layer's data window is the faces' padded box and its display window the plate's, so it
 drops over the untouched plate with a plain `over`. Frames without a face get an empty layer
-(a 1x1 zero pixel) so the sequence has no holes. Every file says in its header that it holds
+(a 1x1 zero pixel) so the sequence has no holes; a frame the faceset never processed, or one
+missing from the plates, fails instead, naming it. Every file says in its header that it holds
 synthetic imagery, which model made it, and the identities' release references.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -33,7 +35,7 @@ from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.masks import hull_mask
 from vfxswap.plates.frames import FramePattern, format_frames, select_frames
-from vfxswap.plates.image import Box, Image, read_image, read_info, write_image
+from vfxswap.plates.image import Box, Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
 from vfxswap.render.color_transfer import METHODS as COLOR_MATCH
 from vfxswap.render.color_transfer import color_transfer
@@ -145,13 +147,32 @@ class Renderer:
             raise VfxSwapError(f"--mask {o.mask}: choose from {', '.join(MASKS)}")
         if o.color not in COLOR_MATCH:
             raise VfxSwapError(f"--color {o.color}: choose from {', '.join(COLOR_MATCH)}")
+        # Gaps in the plates stay in the range: each fails alone, naming its file.
+        self.seq, self.frames = select_frames(o.plates, o.frames, keep_missing=True)
+        self.pattern = FramePattern(str(Path(o.out) / f"{o.name}."), max(self.seq.pattern.padding, 4), ".exr")
+        self._refuse_writing_over_plates()
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
             ModelPredictor(o.model, o.device)
-        self.seq, self.frames = select_frames(o.plates, o.frames)
         self.choice = resolve_config(o.ocio)
-        self.pattern = FramePattern(str(Path(o.out) / f"{o.name}."), max(self.seq.pattern.padding, 4), ".exr")
+        # The soft matte's reach beyond the face box: dilation, then the blur's kernel (OpenCV
+        # cuts a Gaussian at 4 sigma), so the data window never clips it.
+        self.margin = PAD + max(0, math.ceil(-o.erode)) + math.ceil(4 * max(0.0, o.blur))
+        self.extracted: set[int] = set()  # plate frames through both extraction passes (smoothed)
         self.faces = self._faces()
         self.pipe: ColorPipeline | None = None
+
+    @property
+    def _outputs(self) -> list[FramePattern]:
+        return [self.pattern] + ([self._comp_pattern] if self.opt.comp else [])
+
+    def _refuse_writing_over_plates(self) -> None:
+        """An --out and --name that resolve to the plates' own files would replace the plates
+        with layers: refused before anything is written."""
+        plates = {os.path.realpath(self.seq.path(f)) for f in self.seq.frames}
+        for pattern in self._outputs:
+            if any(os.path.realpath(pattern.path(f)) in plates for f in self.frames):
+                raise VfxSwapError(f"{pattern} would overwrite the plates {self.seq.pattern}: "
+                                   f"choose another --out or --name")
 
     def _faces(self) -> dict[int, list[FaceRow]]:
         from vfxswap.faces.extract import ExtractOptions, extract, source_key
@@ -173,14 +194,9 @@ class Renderer:
         with Faceset(self.opt.faceset) as fs:
             sources = fs.sources()
             if key not in sources:
-                # The same plates under another path (a farm's path mapping, another mount point):
-                # the one source with the same file name pattern.
-                same = [s for s in sources if os.path.basename(s) == os.path.basename(key)]
-                if len(same) == 1:
-                    log.info("%s: faces of %s found as %s (the same sequence under another path)",
-                             self.opt.faceset, key, same[0])
-                    key = same[0]
+                key = self._moved_source(fs, sources, key)
             rows = fs.faces("source = ?", (key,), include_excluded=False)
+            self.extracted = {f for f, stage in fs.frame_stage(key).items() if stage == "aligned"}
         if not rows:
             held = "no faces were found in them" if key in sources else \
                 f"it holds {', '.join(sources[:3]) or 'nothing'}"
@@ -193,6 +209,24 @@ class Renderer:
             if tracks is None or r.track_id in tracks:
                 by_frame.setdefault(r.frame, []).append(r)
         return by_frame
+
+    def _moved_source(self, fs: Faceset, sources: list[str], key: str) -> str:
+        """The faceset's source for these plates under another path (a farm's path mapping,
+        another mount): the one with the same file name pattern, taken only when its recorded
+        path holds no plates any more, or holds these very files. Another shot's plates that
+        happen to share the name are refused rather than given the wrong faces."""
+        same = [s for s in sources if os.path.basename(s) == os.path.basename(key)]
+        if len(same) != 1:
+            return key
+        recorded = FramePattern.parse(same[0]) if FramePattern.has_token(same[0]) else FramePattern.still(same[0])
+        present = [f for f in sorted(fs.frame_stage(same[0])) if os.path.exists(recorded.path(f))]
+        if present:
+            there, here = recorded.path(present[0]), self.seq.path(present[0])
+            if not (os.path.exists(here) and os.path.samefile(there, here)):
+                raise VfxSwapError(f"{self.opt.faceset}: its faces are of {same[0]}, which is still on disk, "
+                                   f"not of {key} (extract these plates into their own faceset)")
+        log.info("%s: faces of %s found as %s (the same sequence under another path)", self.opt.faceset, key, same[0])
+        return same[0]
 
     def _tracks_like(self, rows: list[FaceRow]) -> set[int]:
         """Track ids whose mean identity is within dlib's same-person distance of the references."""
@@ -215,7 +249,10 @@ class Renderer:
     # --- one frame ---------------------------------------------------------------------------
 
     def render_frame(self, frame: int) -> Image:
-        plate_img = read_image(self.seq.path(frame))
+        plate_img = need_rgb(read_image(self.seq.path(frame)))
+        if frame not in self.extracted:  # not "no face": the faceset never finished this frame
+            raise VfxSwapError(f"{self.seq.path(frame)}: not extracted into {self.opt.faceset} "
+                               f"(run vfxswap extract over this frame)")
         if self.pipe is None:
             self.pipe = ColorPipeline.for_image(plate_img, plate_space=self.opt.plate_space, config=self.choice)
         plate = plate_img.on_display_window()
@@ -239,7 +276,7 @@ class Renderer:
             mask = {"product": learned * hull, "learned": learned, "hull": hull}[self.opt.mask]
             pred = color_transfer(pred, aligned, mask, self.opt.color)
             # Back to the plate over the face's padded box only.
-            bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=PAD)
+            bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=self.margin)
             back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box
             rgb = align.warp_exact(pred, back, (by1 - by0, bx1 - bx0))
             matte = np.clip(align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1), 0.0, 1.0)
@@ -314,7 +351,7 @@ class Renderer:
         started = time.time()
         for done, frame in enumerate(progress(frames, desc="render"), 1):
             target = self.pattern.path(frame)
-            if self.opt.skip_existing and frame_is_complete(target):
+            if self.opt.skip_existing and all(frame_is_complete(p.path(frame)) for p in self._outputs):
                 report.skipped.append(frame)
                 emit({"event": "frame", "frame": frame, "status": "skipped", "done": done, "total": len(frames)})
                 continue
@@ -349,13 +386,14 @@ class Renderer:
         return FramePattern(str(Path(self.opt.out) / "comp."), self.pattern.padding, ".exr")
 
     def _comp(self, frame: int, layer: Image) -> Image:
-        """The face layer over its plate (premultiplied over), with the plate's header and the
-        layer's provenance: a comp is synthetic imagery too."""
+        """The face layer over its plate (premultiplied over) on the plate's data window
+        (overscan kept), with the plate's header and the layer's provenance: a comp is
+        synthetic imagery too."""
         plate = read_image(self.seq.path(frame))
-        px = plate.on_display_window().astype(np.float32)
-        face = layer.on_display_window()
+        px = plate.pixels.astype(np.float32)
+        face = layer.on_window(plate.data_window)
         px[..., :3] = face[..., :3] + px[..., :3] * (1.0 - face[..., 3:4])
-        out = Image(px, plate.channels, plate.display_window, plate.display_window, dict(plate.attributes))
+        out = Image(px, plate.channels, plate.data_window, plate.display_window, dict(plate.attributes))
         out.attributes.update({k: v for k, v in layer.attributes.items() if k.startswith("vfxswap:")})
         out.attributes["ImageDescription"] = layer.attributes["ImageDescription"]
         return out
@@ -371,7 +409,7 @@ class Renderer:
                 layer = read_image(self.pattern.path(frame))
                 comp = self._comp(frame, layer)
                 pipe = self.pipe or ColorPipeline.for_image(comp, plate_space=self.opt.plate_space, config=self.choice)
-                yield pipe.to_display(comp.pixels, where=f"preview frame {frame}")
+                yield pipe.to_display(comp.on_display_window(), where=f"preview frame {frame}")
 
         if done:
             rate = read_image(self.seq.path(done[0])).attribute("framesPerSecond")

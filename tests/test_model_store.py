@@ -220,6 +220,29 @@ def test_foreign_or_newer_manifest_is_refused(tmp_path):
         store.load_model(tmp_path / "nope")
 
 
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m.update(identities="A,B"), "identities"),
+    (lambda m: m.update(config=[1]), "config"),
+    (lambda m: m.pop("iteration"), "iteration"),
+    (lambda m: m.update(iteration="abc"), "iteration"),
+    (lambda m: m["config"].update(ae_dims=2_000_000), "the model needs"),  # would allocate ~70 GB
+])
+def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path, edit, named):
+    """Loaders and `model info` read these fields blindly; an edit that breaks one is refused in
+    one line, and a config whose dims disagree with the saved tensors is caught before the model
+    is built, so it cannot ask for memory it made up."""
+    folder = tmp_path / "m"
+    store.save_model(folder, make_model(), make_manifest(1), keep_backups=0)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VfxSwapError, match=named):
+        store.load_model(folder)
+    if named != "the model needs":
+        with pytest.raises(VfxSwapError, match=named):
+            store.model_info(folder)
+
+
 # ----------------------------------------------------------------------------------------------
 # kill safety
 

@@ -375,6 +375,15 @@ def _read_manifest(path: Path) -> dict:
         name = entry["name"]
         if Path(name).name != name or name.startswith(".") or not name.endswith(".safetensors") or "\\" in name:
             raise _BadSave(f"{path}: files.{label} names {name!r}; only plain .safetensors names are opened")
+    # the fields every reader relies on (a hand edit can break them): named here, not a traceback later
+    iteration = manifest.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise _BadSave(f"{path}: iteration {iteration!r} is not a whole number of iterations")
+    if not isinstance(manifest.get("config"), dict):
+        raise _BadSave(f"{path}: config is not an object of model settings")
+    identities = manifest.get("identities", {})
+    if not (isinstance(identities, dict) and all(isinstance(v, dict) for v in identities.values())):
+        raise _BadSave(f"{path}: identities is not an object of identity records")
     return manifest
 
 
@@ -612,16 +621,26 @@ def save_model(folder: str | os.PathLike, model: nn.Module, manifest: dict, *,
 # load
 
 
-def _build_model(config: dict, where: Path) -> nn.Module:
-    """FaceModel from a manifest's config (seeded so loading does not advance the global RNG)."""
+def _build_model(config: dict, where: Path, state: dict[str, torch.Tensor], extra: set[str],
+                 weights: Path) -> nn.Module:
+    """FaceModel from a manifest's config, holding the saved `state`. The config's shapes are
+    checked against the saved tensors on the meta device first, so a hand-edited config fails by
+    name instead of allocating for dims it made up; the model is seeded so that loading does not
+    advance the global RNG."""
     from vfxswap.models.nets import FaceModel, ModelConfig
 
     try:
-        return FaceModel(ModelConfig.from_dict(config), seed=0)
+        config = ModelConfig.from_dict(config)
+        with torch.device("meta"):
+            shapes = FaceModel(config).state_dict()
     except VfxSwapError as e:
         raise VfxSwapError(f"{where}: {e}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError) as e:
         raise VfxSwapError(f"{where}: unusable model config ({e})") from None
+    _check_state(shapes, state, extra, weights)
+    model = FaceModel(config, seed=0)
+    model.load_state_dict({k: state[k] for k in shapes}, strict=True)
+    return model
 
 
 def _extra_names(meta: dict[str, str], where: Path) -> set[str]:
@@ -632,9 +651,9 @@ def _extra_names(meta: dict[str, str], where: Path) -> set[str]:
     return set(names)
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], extra: set[str], where: Path) -> None:
-    """Load `state` into `model` exactly; a missing, unexpected or misshapen tensor is named."""
-    own = model.state_dict()
+def _check_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], extra: set[str], where: Path) -> None:
+    """`state` fits a model whose tensors are `own` exactly; a missing, unexpected or misshapen
+    tensor is named."""
     missing = [k for k in own if k not in state]
     if missing:
         raise VfxSwapError(f"{where}: tensor {missing[0]!r} is missing ({len(missing)} missing in all); "
@@ -646,7 +665,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], extra: set[str
         if tuple(state[k].shape) != tuple(t.shape):
             raise VfxSwapError(f"{where}: tensor {k!r} has shape {tuple(state[k].shape)}, the model needs "
                                f"{tuple(t.shape)}")
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 def load_model(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -659,8 +677,7 @@ def load_model(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
     where, manifest = locate_save(folder, strict=strict)
     path = where / manifest["files"]["weights"]["name"]
     state, meta = _read_safetensors(path)
-    model = _build_model(manifest.get("config"), where / MANIFEST)
-    _load_state(model, state, _extra_names(meta, path), path)
+    model = _build_model(manifest.get("config"), where / MANIFEST, state, _extra_names(meta, path), path)
     return model.to(device), manifest
 
 

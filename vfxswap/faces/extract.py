@@ -70,6 +70,24 @@ class ExtractOptions:
     ocio: str | None = None
     debug_dir: str | None = None
 
+    def check(self) -> None:
+        """Refuse impossible values up front: a new faceset records its size and face type, so a
+        bad one must fail before anything is written, in one line, not as a traceback later."""
+        if self.face_type not in align.FACE_TYPES:
+            raise VfxSwapError(f"unknown face type {self.face_type!r} (choose from {', '.join(align.FACE_TYPES)})")
+        for name, least in (("size", 16), ("detect_side", 64), ("detect_every", 1), ("max_faces", 1),
+                            ("min_size", 0), ("smooth", 0)):
+            value = getattr(self, name)
+            if value is not None and not value >= least:  # `not >=` also refuses NaN
+                raise VfxSwapError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+
+    def detection(self, backend) -> dict:
+        """The settings that decide which faces a frame gives (recorded per source, so a re-run
+        with other ones detects its frames again instead of keeping what the old ones found)."""
+        return {"backend": backend.name, "min_size": self.min_size, "detect_side": self.detect_side,
+                "detect_every": self.detect_every, "max_faces": self.max_faces,
+                "min_score": backend.min_score if self.min_score is None else self.min_score}
+
 
 @dataclass
 class ExtractReport:
@@ -78,7 +96,7 @@ class ExtractReport:
     frames_aligned: int = 0
     faces: int = 0
     without_faces: list[str] = field(default_factory=list)  # frame numbers, or file names for stills
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[int | str, str] = field(default_factory=dict)  # by frame number, or file name for stills
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -101,8 +119,7 @@ class Extractor:
     def __init__(self, faceset: Faceset, options: ExtractOptions):
         self.fs = faceset
         self.opt = options
-        if options.face_type not in align.FACE_TYPES:
-            raise VfxSwapError(f"unknown face type {options.face_type!r} (choose from {', '.join(align.FACE_TYPES)})")
+        options.check()
         self.backend = load_backend(options.backend, options.device)
         self.choice = resolve_config(options.ocio)
         self._embedder = None
@@ -166,12 +183,15 @@ class Extractor:
             header = Image.from_array(np.zeros((1, 1, 3), np.float32))
             header.set_attribute("oiio:ColorSpace", VIDEO_SPACE)
             return self.pipeline(source, header)
+        error = None
         for frame in fsrc.frames[:8]:
             try:
                 return self.pipeline(source, read_info(fsrc.sequence.path(frame)))
-            except VfxSwapError:
-                continue  # a corrupt frame: its own error is reported when it is read
-        raise VfxSwapError(f"{source}: none of the first frames can be read")
+            except VfxSwapError as exc:
+                error = exc  # a corrupt frame: its own error is reported when it is read
+        if len(fsrc.frames) == 1:
+            raise error
+        raise VfxSwapError(f"{source}: none of the first frames can be read ({error})")
 
     def prepare(self, source: str, frame: int, image: Image):
         """Work done on the read-ahead thread: the plate on its display window, 8-bit when it
@@ -449,41 +469,51 @@ class Extractor:
 
     # --- orchestration --------------------------------------------------------------------
 
-    def run(self, src: str) -> ExtractReport:
+    def run(self, src: str | tuple[list[tuple[str, FrameSource]], bool]) -> ExtractReport:
+        """Extract `src` (a path, or what `open_source` made of one)."""
+        jobs, still = open_source(src, self.opt) if isinstance(src, (str, os.PathLike)) else src
         threads = kernels.use_threads(1)  # the extractor runs its own threads: reader, cutters
         try:
-            return self._run(src)
+            return self._run(jobs, still)
         finally:
             kernels.use_threads(threads)
 
-    def _run(self, src: str) -> ExtractReport:
+    def _run(self, jobs: list[tuple[str, FrameSource]], still: bool) -> ExtractReport:
         report = ExtractReport()
-        sources = _stills(src)
-        still = sources is not None
         if still:
-            jobs = [(s, FrameSource.still(s)) for s in sources]
-        else:
-            fsrc = FrameSource.open(src, self.opt.frames, self.opt.start)
-            key = source_key(fsrc, src)
-            jobs = [(key, fsrc)]
+            self._rekey_stills(jobs)
+        self._detect_again(jobs)
+
+        def fail(key: int | str, exc: VfxSwapError) -> None:
+            """A frame that cannot be read fails alone (stills, which share one frame number, by
+            their file name; their error names the file)."""
+            report.failed[key] = str(exc)
+            log.error("%s", exc if still else f"frame {key}: {exc}")
+
         for source, fsrc in jobs:
             done = self.fs.frame_stage(source)
             todo = [f for f in fsrc.frames if f not in done]
             report.frames_skipped += len(fsrc.frames) - len(todo)
-            if todo:
-                fsrc.frames = todo
+            if not todo:
+                continue
+            fsrc.frames = todo
+            try:
                 self.source_pipeline(source, fsrc)
-                prepare = lambda frame, image, source=source: self.prepare(source, frame, image)
-                for frame, image, plate in self._frames(fsrc, f"detect {Path(source).name}", prepare):
-                    if isinstance(image, VfxSwapError):
-                        report.failed[frame] = str(image)
-                        log.error("frame %d: %s", frame, image)
-                        continue
-                    rows = self.detect_frame(source, frame, image, plate)
-                    with self.clock("store"):
-                        self.fs.record_detections(source, frame, rows)
-                    report.frames_detected += 1
-                self.look_back(source, fsrc)
+            except VfxSwapError as exc:
+                if not still:
+                    raise  # none of a sequence's first frames can be read
+                fail(Path(source).name, exc)
+                continue
+            prepare = lambda frame, image, source=source: self.prepare(source, frame, image)
+            for frame, image, plate in self._frames(fsrc, f"detect {Path(source).name}", prepare):
+                if isinstance(image, VfxSwapError):
+                    fail(Path(source).name if still else frame, image)
+                    continue
+                rows = self.detect_frame(source, frame, image, plate)
+                with self.clock("store"):
+                    self.fs.record_detections(source, frame, rows)
+                report.frames_detected += 1
+            self.look_back(source, fsrc)
         if still:
             self._group_stills([s for s, _ in jobs])
         for source, fsrc in jobs:
@@ -496,6 +526,40 @@ class Extractor:
                 report.without_faces.append(Path(source).name if still else format_frames(empty))
         report.timings = dict(self.timings)
         return report
+
+    def _rekey_stills(self, jobs: list[tuple[str, FrameSource]]) -> None:
+        """Stills used to be keyed by their path as typed: a faceset made then takes the new keys
+        on its next run (when typed the same way), instead of extracting every face twice."""
+        known = set(self.fs.sources())
+        for source, fsrc in jobs:
+            if fsrc.spec != source and fsrc.spec in known and source not in known:
+                self.fs.rename_source(fsrc.spec, source)
+
+    def _detect_again(self, jobs: list[tuple[str, FrameSource]]) -> None:
+        """Record the detection settings of each source. One detected before with other ones
+        starts again from nothing, all its frames (a frame that found no face is as much their
+        result as one that did): a re-run with corrected settings is not answered "already
+        done", and a source never mixes the two. Said in one line. Sources of an older faceset,
+        detected before these were recorded, keep what they have."""
+        want = self.opt.detection(self.backend)
+        changed, frames, sources, curated = {}, 0, 0, 0
+        for source, fsrc in jobs:
+            had, done = self.fs.meta(f"detect:{source}"), self.fs.frame_stage(source)
+            if had == want or (done and had is None):
+                continue
+            if done:
+                changed.update({k: (had.get(k), v) for k, v in want.items() if had.get(k) != v})
+                fsrc.frames = sorted(set(fsrc.frames) | set(done))
+                frames, sources = frames + len(done), sources + 1
+                curated += len(self.fs.faces("source = ? AND excluded = 1", (source,)))
+                self.fs.forget(source)
+            self.fs.set_meta(f"detect:{source}", want)
+            self.fs.db.commit()
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            log.warning("detection settings changed (%s): detecting %d frame(s) of %d source(s) again%s",
+                        what, frames, sources, f"; the {curated} face(s) excluded there are new faces now: "
+                        f"review and exclude again" if curated else "")
 
     def _align_source(self, source: str, fsrc: FrameSource, still: bool) -> int:
         with self.clock("track+smooth"):
@@ -615,12 +679,28 @@ def _stills(src: str) -> list[str] | None:
     return None
 
 
+def open_source(src: str, options: ExtractOptions) -> tuple[list[tuple[str, FrameSource]], bool]:
+    """(faceset key, frames) of each source `src` holds, and whether they are stills. Stills are
+    keyed like plates (`source_key`), so a folder typed another way is the same sources."""
+    stills = _stills(str(src))
+    if stills is not None:
+        return [(source_key(fsrc, s), fsrc) for s in stills for fsrc in [FrameSource.still(s)]], True
+    fsrc = FrameSource.open(str(src), options.frames, options.start)
+    return [(source_key(fsrc, str(src)), fsrc)], False
+
+
 def extract(src: str, faceset_dir: str, options: ExtractOptions | None = None) -> ExtractReport:
-    """Extract faces from plates, a movie, or a folder of stills into a faceset (resumable)."""
+    """Extract faces from plates, a movie, or a folder of stills into a faceset (resumable).
+
+    The options and the source are checked, and the backend loaded, before the faceset records
+    its settings: a failed start (a typo, --size 0) must not lock a new faceset to them."""
     options = options or ExtractOptions()
+    options.check()
+    source = open_source(src, options)
     with Faceset(faceset_dir, create=True) as fs:
+        extractor = Extractor(fs, options)
         fs.check_settings(face_type=options.face_type, size=options.size, encoding=ENCODING_NAME)
-        return Extractor(fs, options).run(src)
+        return extractor.run(source)
 
 
 def reference_embeddings(paths: list[str], options: ExtractOptions | None = None) -> list[np.ndarray]:

@@ -118,15 +118,20 @@ class Faceset:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "faces").mkdir(exist_ok=True)
         self.db = sqlite3.connect(str(db), timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        version = self.meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) > SCHEMA_VERSION:
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            version = self.meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+            self.db.commit()
+        except sqlite3.DatabaseError as exc:  # damaged, not a database, locked, unwritable
+            self.db.close()
+            raise VfxSwapError(f"{db}: cannot open the faceset database ({exc})") from None
+        if version is not None and int(version) > SCHEMA_VERSION:
+            self.db.close()
             raise VfxSwapError(f"{self.folder}: faceset schema {version} is newer than this vfxswap ({SCHEMA_VERSION})")
-        self.db.commit()
 
     def __enter__(self) -> "Faceset":
         return self
@@ -179,6 +184,20 @@ class Faceset:
                 self._insert(db, face)
             db.execute("INSERT OR REPLACE INTO frames (source, frame, stage, faces, error) VALUES (?, ?, ?, ?, ?)",
                        (source, frame, "detected", len(faces), error))
+
+    def forget(self, source: str) -> None:
+        """Remove a source's frames and faces in one transaction, so it is extracted afresh (its
+        image files are rewritten by then, or left as strays no row points to)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM faces WHERE source = ?", (source,))
+            db.execute("DELETE FROM frames WHERE source = ?", (source,))
+
+    def rename_source(self, old: str, new: str) -> None:
+        """Give a source another key (its rows and its colour description), in one transaction."""
+        with self.transaction() as db:
+            for table in ("frames", "faces"):
+                db.execute(f"UPDATE {table} SET source = ? WHERE source = ?", (new, old))
+            db.execute("UPDATE OR REPLACE meta SET key = ? WHERE key = ?", (f"source:{new}", f"source:{old}"))
 
     def _insert(self, db, face: FaceRow) -> None:
         cols = ", ".join(_COLUMNS)

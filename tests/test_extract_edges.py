@@ -1,0 +1,114 @@
+"""Extraction at the edges of its inputs: an unreadable still, a folder typed another way,
+impossible options or a mistyped path on a new faceset, a damaged index, and a re-run with
+other detection settings. Stills of the astronaut (public domain), dlib backend, offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+
+from conftest import write_faceset
+from vfxswap.errors import VfxSwapError
+from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faceset import Faceset
+from vfxswap.plates import Image, write_image
+
+OPTS = dict(backend="dlib", size=64)
+
+
+def _stills(folder, names=("a.png", "c.png")):
+    """Astronaut stills, one face each."""
+    folder.mkdir()
+    for name in names:
+        write_image(folder / name, Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
+    return folder
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vfxswap", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_an_unreadable_still_fails_alone_and_the_rest_are_aligned(tmp_path):
+    stills = _stills(tmp_path / "stills")
+    (stills / "b.jpg").write_bytes(b"")  # sorted between the two good ones
+    done = _cli("extract", stills, "--out", tmp_path / "fs", "--backend", "dlib", "--size", "64")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "b.jpg" in line]
+    assert len(errors) == 2 and "cannot read" in errors[0]  # as it happened, then the summary
+    assert errors[1] == "vfxswap: error: 1 still(s) failed: b.jpg"
+    with Faceset(tmp_path / "fs") as fs:
+        assert fs.counts()["aligned"] == 2
+        assert sorted(os.path.basename(s) for s in fs.sources()) == ["a.png", "c.png"]
+
+
+def test_a_folder_of_stills_typed_another_way_is_the_same_sources(tmp_path, monkeypatch):
+    _stills(tmp_path / "stills")
+    monkeypatch.chdir(tmp_path)
+    for typed in ("stills", str(tmp_path / "stills"), "./stills/"):
+        extract(typed, str(tmp_path / "fs"), ExtractOptions(**OPTS))
+    with Faceset(tmp_path / "fs") as fs:
+        assert fs.sources() == [str(tmp_path / "stills" / n) for n in ("a.png", "c.png")]
+        assert fs.counts()["faces"] == 2
+        # A faceset from before, keyed by the path as typed, takes the new keys on its next run.
+        for source in fs.sources():
+            fs.rename_source(source, os.path.relpath(source))
+    report = extract("stills", str(tmp_path / "fs"), ExtractOptions(**OPTS))
+    assert report.frames_detected == 0 and report.faces == 2
+    with Faceset(tmp_path / "fs") as fs:
+        assert all(os.path.isabs(s) for s in fs.sources())
+
+
+def test_a_failed_start_leaves_no_settings_behind(tmp_path):
+    stills = _stills(tmp_path / "stills", ("a.png",))
+    out = tmp_path / "fs"
+    for src, options in ((stills, ExtractOptions(backend="dlib", size=0)),
+                         (stills, ExtractOptions(backend="dlib", detect_side=0)),
+                         (tmp_path / "stils", ExtractOptions(**OPTS)),
+                         (tmp_path / "plate.####.exr", ExtractOptions(**OPTS))):
+        with pytest.raises(VfxSwapError):
+            extract(str(src), str(out), options)
+        assert not out.exists()  # checked before the faceset is made
+    with pytest.raises(VfxSwapError, match="unknown face backend"):
+        extract(str(stills), str(out), ExtractOptions(backend="nope", size=32))
+    with Faceset(out) as fs:
+        assert fs.meta("size") is None
+    assert extract(str(stills), str(out), ExtractOptions(**OPTS)).faces == 1
+    bad = _cli("extract", stills, "--out", tmp_path / "fs2", "--size", "0")
+    assert bad.returncode == 1 and "--size 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_damaged_faceset_index_is_one_line_naming_it(tmp_path):
+    folder = write_faceset(tmp_path / "fs")
+    db = folder / "faceset.db"
+    os.truncate(db, db.stat().st_size // 2)
+    with pytest.raises(VfxSwapError, match="faceset.db: cannot open"):
+        Faceset(folder)
+    with pytest.raises(VfxSwapError):
+        Faceset(folder, create=True)  # nor is it written over
+    done = _cli("faceset", "info", folder)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and str(db) in done.stderr
+    db.write_bytes(b"not a database at all" * 10)
+    with pytest.raises(VfxSwapError, match="faceset.db: cannot open"):
+        Faceset(folder)
+
+
+def test_other_detection_settings_detect_the_frames_again(tmp_path, caplog):
+    stills = _stills(tmp_path / "stills", ("a.png",))
+    out = str(tmp_path / "fs")
+    first = extract(str(stills), out, ExtractOptions(min_size=1000, **OPTS))  # too large: no face
+    assert first.faces == 0 and first.without_faces == ["a.png"]
+    caplog.set_level(logging.WARNING, logger="vfxswap")
+    again = extract(str(stills), out, ExtractOptions(**OPTS))
+    assert again.frames_detected == 1 and again.faces == 1 and not again.without_faces
+    (line,) = [r.getMessage() for r in caplog.records if "detection settings changed" in r.getMessage()]
+    assert "min_size 1000" in line
+    same = extract(str(stills), out, ExtractOptions(**OPTS))  # the same settings: resumed, not redone
+    assert same.frames_skipped == 1 and same.frames_detected == 0 and same.faces == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,57 @@ def _nan_on_calls(trainer, monkeypatch, calls: set[int]) -> None:
 
 def _history(model_dir) -> list[dict]:
     return [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("save_every", 0, "--save-every 0: must be at least 1"), ("log_every", 0, "--log-every 0: must be at least 1"),
+    ("keep_backups", -1, "--keep -1: must be at least 0"), ("lr", -1e-4, "--lr -0.0001: must be above 0"),
+    ("lr", float("nan"), "--lr nan: must be above 0"), ("lr_dropout", 1.0, "--lr-dropout 1.0: must be from 0"),
+    ("freeze", ["encoder", "inter", "decoder_A", "decoder_B"], "leaves nothing to train")])
+def test_a_training_option_the_run_cannot_use_is_one_line_before_it_starts(synthetic, tmp_path, option, value,
+                                                                            message):
+    """Not a ZeroDivisionError mid-run, nor a finished run thrown away at its first save."""
+    a, b = synthetic
+    with pytest.raises(VfxSwapError, match=re.escape(message)):
+        Trainer(_options(a, b, tmp_path / "m", **{option: value}))
+    assert not (tmp_path / "m").exists()
+
+
+def test_clip_0_trains_without_clipping(synthetic, tmp_path):
+    """--clip 0 reads as "no clipping" (it scaled every gradient to zero: the model never moved)."""
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m", clip=0.0))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    stats = trainer.step(trainer._to(next(trainer.data["A"])), trainer._to(next(trainer.data["B"]))).read()
+    assert stats["bad"] is False and stats["grad_norm"] > 1.0  # measured, and above the default clip
+    assert not all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    for loader in trainer.data.values():
+        loader.close()
+
+
+def test_resume_refuses_a_preset_that_asks_for_another_model(synthetic, tmp_path):
+    """--resume continues the saved model; a --preset or --arch for another one was silently
+    ignored and then recorded in the manifest beside the real config."""
+    a, b = synthetic
+    train(_options(a, b, tmp_path / "m", iters=1))
+    with pytest.raises(VfxSwapError, match="--arch liae asks for another model"):
+        Trainer(_options(a, b, tmp_path / "m", resume=True, arch="liae"))
+    assert train(_options(a, b, tmp_path / "m", resume=True, preset="quick", iters=2)) == 2  # the same one: fine
+    assert load_model(tmp_path / "m")[1]["train"]["preset"] == "quick"
+
+
+def test_face_files_deleted_by_hand_are_left_out(synthetic, tmp_path):
+    """Pruning bad faces by deleting their files (DeepFaceLab's habit) must not kill a loader
+    worker mid-run: those faces are left out, with a warning."""
+    a, _ = synthetic
+    pruned = tmp_path / "pruned"
+    shutil.copytree(a, pruned)
+    full = FaceSamples(pruned, 32)
+    Path(full.paths[1]).unlink()
+    kept = FaceSamples(pruned, 32)
+    assert len(kept) == len(full) - 1 and full.paths[1] not in kept.paths
+    assert kept.landmarks.shape[0] == len(kept) == len(kept.sizes)
+    assert torch.isfinite(kept[len(kept) - 1]["target"]).all()
 
 
 def test_a_non_finite_step_is_skipped_on_the_device(synthetic, tmp_path, monkeypatch):

@@ -86,12 +86,16 @@ def to_flags(options: dict) -> list[str]:
 
 
 def _exit_for(failed: dict) -> int:
-    """Frames that failed were each reported as they happened; end with one summary line."""
+    """Frames (or stills, by file name) that failed were each reported as they happened; end
+    with one summary line."""
     from vfxswap.plates.frames import format_frames
 
     if not failed:
         return 0
-    print(f"vfxswap: error: {len(failed)} frame(s) failed: {format_frames(failed)}", file=sys.stderr)
+    if all(isinstance(k, int) for k in failed):
+        print(f"vfxswap: error: {len(failed)} frame(s) failed: {format_frames(failed)}", file=sys.stderr)
+    else:
+        print(f"vfxswap: error: {len(failed)} still(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
     return 1
 
 
@@ -438,14 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release-ref-dst", help="release reference for B when it differs from --release-ref")
     p.add_argument("--name-src", help="display name of identity A (default: the faceset folder name)")
     p.add_argument("--name-dst", help="display name of identity B")
-    p.add_argument("--preset", default="quick", help="quick (96 px, minutes), sae-256, sae-512")
+    p.add_argument("--preset", help="quick (96 px, minutes; the default), sae-256, sae-512; --resume keeps the saved one")
     p.add_argument("--arch", choices=("df", "liae"), help="override the preset's architecture")
     p.add_argument("--iters", type=int, default=1000, help="train until this iteration")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--warmup", type=int, default=100, help="iterations of learning-rate warm-up")
     p.add_argument("--lr-dropout", type=float, default=0.0, help="probability of dropping a weight's update per step")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: no clipping)")
     p.add_argument("--gan-power", type=float, default=0.0, help="weight of the patch-GAN loss (0: off)")
     p.add_argument("--eyes-mouth-weight", type=float, default=3.0, help="loss weight inside eyes and mouth")
     p.add_argument("--uniform-yaw", action="store_true", help="sample faces evenly over head yaw")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import logging
 import math
 import os
 import random
@@ -51,6 +52,8 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces.align import FACE_TYPES, MIRROR_68, transform_points
 from vfxswap.faceset.store import Faceset
 from vfxswap.plates import read_image
+
+log = logging.getLogger("vfxswap")
 
 MASK_KINDS = ("components", "extended")
 EYE_POINTS = (tuple(range(36, 42)), tuple(range(42, 48)))
@@ -132,6 +135,15 @@ class FaceSamples(Dataset):
             rows = [r for r in fs.faces(include_excluded=False)
                     if r.image is not None and r.aligned_landmarks is not None and r.size]
             paths = [str(fs.image_path(r)) for r in rows]
+        # Faces deleted from faces/ by hand (a common way to prune bad ones) are left out, with a
+        # warning, rather than failing a loader worker mid-run.
+        present = [os.path.isfile(p) for p in paths]
+        if not all(present):
+            gone = [p for p, ok in zip(paths, present) if not ok]
+            log.warning("%s: %d face file(s) listed in the faceset are gone (e.g. %s); training without them",
+                        self.folder, len(gone), gone[0])
+            rows = [r for r, ok in zip(rows, present) if ok]
+            paths = [p for p, ok in zip(paths, present) if ok]
         if not rows:
             raise VfxSwapError(f"{self.folder}: no aligned faces to train on (extract into it first, "
                                f"or un-exclude faces)")

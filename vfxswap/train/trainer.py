@@ -50,7 +50,7 @@ class TrainOptions:
     model_dir: str
     release_ref: dict[str, str] = field(default_factory=dict)  # identity -> release reference, verbatim
     names: dict[str, str] = field(default_factory=dict)  # identity -> display name
-    preset: str = "quick"
+    preset: str | None = None  # None: "quick" for a new model; a resumed one keeps its own
     arch: str | None = None  # override the preset's architecture
     iters: int = 1000  # train until this iteration
     batch: int = 8
@@ -58,7 +58,7 @@ class TrainOptions:
     warmup: int = 100  # iterations of linear lr warm-up
     weight_decay: float = 0.0
     lr_dropout: float = 0.0  # probability of dropping each parameter's update in a step
-    clip: float = 1.0  # gradient norm clip
+    clip: float = 1.0  # gradient norm clip; 0: no clipping
     gan_power: float = 0.0
     eyes_mouth_weight: float = 3.0
     uniform_yaw: bool = False
@@ -81,6 +81,38 @@ class TrainOptions:
     freeze: list[str] = field(default_factory=list)
     seed: int = 0
     quiet: bool = False
+
+    def asked_config(self):
+        """The ModelConfig that --preset and --arch ask for; None when neither is given."""
+        from vfxswap.models import PRESETS
+
+        if self.preset is None and self.arch is None:
+            return None
+        if (self.preset or "quick") not in PRESETS:
+            raise VfxSwapError(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
+        config = copy.deepcopy(PRESETS[self.preset or "quick"])
+        if self.arch:
+            config.arch = self.arch
+        config.validate()
+        return config
+
+    def check(self) -> None:
+        """One line for a value the run cannot use, before anything starts: not a traceback
+        mid-run, or a finished run lost at its save."""
+        flags = {"keep_backups": "keep"}
+        for name, low in (("iters", 0), ("batch", 1), ("warmup", 0), ("save_every", 1), ("preview_every", 1),
+                          ("log_every", 1), ("snapshot_every", 1), ("keep_backups", 0), ("workers", 0)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise VfxSwapError(f"--{flags.get(name, name).replace('_', '-')} {value}: must be at least {low}")
+        for name, ok, want in (("lr", self.lr > 0, "above 0"), ("save_minutes", self.save_minutes > 0, "above 0"),
+                               ("clip", self.clip >= 0, "0 (no clipping) or more"),
+                               ("weight_decay", self.weight_decay >= 0, "0 or more"),
+                               ("gan_power", self.gan_power >= 0, "0 or more"),
+                               ("eyes_mouth_weight", self.eyes_mouth_weight > 0, "above 0"),
+                               ("lr_dropout", 0 <= self.lr_dropout < 1, "from 0 up to, not including, 1")):
+            if not ok:  # also false for NaN
+                raise VfxSwapError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {want}")
 
 
 class Pair(nn.Module):
@@ -123,6 +155,7 @@ def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
     optimiser has no on-device skip: it reads the verdict, which waits for the device.
     """
     optimizer.zero_grad(set_to_none=True)
+    clip = clip if clip > 0 else float("inf")  # 0: no clipping; the norm is still measured, for the check
     loss.backward()
     if distributed and average_grads:
         _average_over_ranks([p.grad for p in params if p.grad is not None])
@@ -212,6 +245,7 @@ class Trainer:
         from vfxswap.models import store
 
         self.opt = o = options
+        o.check()
         self.rank, self.world, local = _distributed()
         self.main = self.rank == 0
         if self.world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
@@ -231,15 +265,12 @@ class Trainer:
         if self.resuming:
             self.model, self.manifest = store.load_model(self.folder, device="cpu")
             self.iteration = int(self.manifest["iteration"])
+            self._same_model_asked(self.manifest)
         else:
             if (self.folder / "manifest.json").exists():
                 raise VfxSwapError(f"{self.folder}: a model is already there; use --resume to continue it")
-            if o.preset not in PRESETS:
-                raise VfxSwapError(f"unknown preset {o.preset!r} (choose from {', '.join(PRESETS)})")
-            config = copy.deepcopy(PRESETS[o.preset])
-            if o.arch:
-                config.arch = o.arch
-            config.validate()
+            config = o.asked_config() or copy.deepcopy(PRESETS["quick"])
+            o.preset = o.preset or "quick"
             self.model = FaceModel(config)
             if o.init_from:
                 store.init_from(self.model, o.init_from, o.init_parts)
@@ -277,6 +308,8 @@ class Trainer:
         # fused on every device: one kernel for all parameters (on CPU 3x the foreach update), and
         # the only kind that can skip a non-finite step without the host waiting (guarded_update)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # --freeze leaves some out
+        if not self.trainable:
+            raise VfxSwapError(f"--freeze {','.join(o.freeze)}: leaves nothing to train")
         self.optimizer = torch.optim.AdamW(self.trainable, lr=o.lr, betas=(0.5, 0.999), weight_decay=o.weight_decay,
                                            fused=True)
         self.disc = self.disc_opt = None
@@ -309,6 +342,19 @@ class Trainer:
         self._last_save = time.time()
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _same_model_asked(self, manifest: dict) -> None:
+        """--resume continues the saved model: a --preset or --arch asking for another one is
+        refused (it would be silently ignored, and the manifest would record it beside the real
+        config). Without them, the saved preset is the one recorded."""
+        asked, saved = self.opt.asked_config(), manifest["config"]
+        if asked is not None and json.loads(json.dumps(asked.to_dict())) != saved:  # as the manifest holds it
+            what = f"--preset {self.opt.preset}" if self.opt.preset else f"--arch {self.opt.arch}"
+            raise VfxSwapError(f"{self.folder}: {what} asks for another model than the saved one "
+                               f"({saved.get('arch')}, {saved.get('resolution')} px); drop it to resume, "
+                               f"or train a new model in another folder")
+        if self.opt.preset is None:
+            self.opt.preset = (manifest.get("train") or {}).get("preset")
 
     def _new_manifest(self, config) -> dict:
         import uuid

@@ -399,6 +399,13 @@ def test_gan_lr_dropout_and_liae_steps_run_and_resume(synthetic, tmp_path):
 
     assert load_extra_tensors(tmp_path / "m", "disc.")  # the discriminator is saved beside the model
     assert train(_options(a, b, tmp_path / "m", iters=5, gan_power=0.1, resume=True)) == 5
+    # transfer from it without naming parts: LIAE has no "inter"; every LIAE part is shared, so all are copied
+    trainer = Trainer(_options(a, b, tmp_path / "n", arch="liae", init_from=str(tmp_path / "m")))
+    source, _ = load_model(tmp_path / "m")
+    assert trainer.opt.init_parts == ["encoder", "inter_AB", "inter_B", "decoder"]
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in trainer.model.state_dict().items())
+    for loader in trainer.data.values():
+        loader.close()
 
 
 def test_init_from_copies_parts_and_freeze_holds_them(synthetic, tmp_path):

@@ -205,7 +205,7 @@ def cmd_train(args) -> int:
                            preview_every=args.preview_every, log_every=args.log_every,
                            tensorboard=args.tensorboard, resume=args.resume,
                            resume_if_saved=args.resume_if_saved, init_from=args.init_from,
-                           init_parts=[p for p in args.parts.split(",") if p],
+                           init_parts=[p for p in (args.parts or "").split(",") if p] or None,
                            freeze=[p for p in (args.freeze or "").split(",") if p], seed=args.seed)
     reached = train(options)
     print(f"model {args.model}: iteration {reached}")
@@ -473,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-if-saved", action="store_true",
                    help="resume when --model already holds a save, else start a new model (retry-safe farm tasks)")
     p.add_argument("--init-from", help="initialise parts from another model folder (transfer)")
-    p.add_argument("--parts", default="encoder,inter", help="parts copied by --init-from")
+    p.add_argument("--parts", help="parts copied by --init-from (default: the shared ones; DF encoder,inter, "
+                                   "LIAE all)")
     p.add_argument("--freeze", help="parts not trained, e.g. encoder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)

@@ -291,6 +291,11 @@ class FaceModel(nn.Module):
             return ["encoder", "inter", "decoder_A", "decoder_B"]
         return ["encoder", "inter_AB", "inter_B", "decoder"]
 
+    def shared_part_names(self) -> list[str]:
+        """What --init-from copies unless told: the parts no one identity owns (DF's decoders are
+        A's and B's; every LIAE part serves both, as in DeepFaceLab's pretrained LIAE)."""
+        return ["encoder", "inter"] if self.config.arch == "df" else self.part_names()
+
     @property
     def parts(self) -> dict[str, nn.Module]:
         """{part name: submodule}; a part's state-dict keys are prefixed with "<name>."."""

@@ -77,7 +77,7 @@ class TrainOptions:
     resume: bool = False
     resume_if_saved: bool = False  # resume when --model already holds a save, else start new (farm retries)
     init_from: str | None = None
-    init_parts: list[str] = field(default_factory=lambda: ["encoder", "inter"])
+    init_parts: list[str] | None = None  # None: the model's shared parts (FaceModel.shared_part_names)
     freeze: list[str] = field(default_factory=list)
     seed: int = 0
     quiet: bool = False
@@ -273,6 +273,7 @@ class Trainer:
             o.preset = o.preset or "quick"
             self.model = FaceModel(config)
             if o.init_from:
+                o.init_parts = o.init_parts or self.model.shared_part_names()
                 store.init_from(self.model, o.init_from, o.init_parts)
             self.iteration = 0
             self.manifest = self._new_manifest(config)

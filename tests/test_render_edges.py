@@ -235,3 +235,31 @@ def test_the_comp_keeps_the_plate_overscan(shot, tmp_path):
     expect = layer[..., :3] + plate.pixels[..., :3] * (1 - layer[..., 3:4])
     assert np.abs(comp.pixels[..., :3] - expect).max() < 2e-3 * max(1.0, float(expect.max()))
     np.testing.assert_array_equal(comp.pixels[:32], plate.pixels[:32])  # the overscan rows, as they were
+
+
+# 9 ----------------------------------------------------------------------------------------------
+
+def test_a_movie_plate_renders_over_its_frames_in_scene_linear(shot, tmp_path):
+    """A movie extracted as it is (faces numbered from 1001) renders as it is too: its frames are
+    decoded to scene-linear EXR beside the layers (as `plates convert` would), the faceset finds
+    them under the movie's own name, and the layers sit in that scene-linear space."""
+    from vfxswap.faces.extract import ExtractOptions, extract
+    from vfxswap.plates.convert import convert
+
+    movie = tmp_path / "clip.mp4"
+    convert(str(shot / "plates" / "plate.####.exr"), str(movie))  # an 8-bit H.264 through the view
+    assert extract(str(movie), str(tmp_path / "fs"), ExtractOptions(backend="dlib", size=128)).faces == len(FRAMES)
+    report = render(_options(movie, tmp_path / "fs", tmp_path / "out"))
+    assert report.written == FRAMES and not report.failed and not report.without_faces
+    layer = read_image(tmp_path / "out" / "face.1002.exr")
+    plate = read_image(tmp_path / "out" / ".plates" / "clip.1002.exr")
+    assert layer.colorspace == plate.colorspace and "sRGB" not in layer.colorspace
+    # passthrough: inside the face the premultiplied layer is the decoded plate times alpha
+    box = layer.data_window
+    under = plate.on_window(box)[..., :3]
+    alpha = layer.pixels[..., 3:4]
+    inside = alpha[..., 0] > 0.99
+    assert inside.sum() > 1000
+    diff = np.abs(layer.pixels[..., :3] - under * alpha)[inside]
+    print(f"movie passthrough vs decoded plate inside the face: mean {diff.mean():.4f}, p99 {np.percentile(diff, 99):.4f}")
+    assert diff.mean() < 0.01  # resampled through the aligned face; display-encoded values would be ~0.2 off

@@ -217,7 +217,7 @@ def render_options(args):
     from vfxswap.render import RenderOptions
 
     return RenderOptions(model=args.model, plates=args.plates, out=args.out, faceset=args.faceset,
-                         frames=args.frames, mask=args.mask, erode=args.erode, blur=args.blur,
+                         frames=args.frames, start=args.start, mask=args.mask, erode=args.erode, blur=args.blur,
                          color=args.color, name=args.name, skip_existing=args.skip_existing,
                          compression=args.compression, track=args.track, like=args.like,
                          plate_space=args.plate_space, ocio=args.ocio, device=args.device, layers=args.layers,
@@ -495,11 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "colour space, premultiplied, data window = the face's box.")
     p.add_argument("--model", required=True, help="model folder (or `passthrough` to check the pipeline: the "
                                                   "layer over the plate then equals the plate)")
-    p.add_argument("--plates", required=True, help="the plates pattern the faceset was extracted from")
+    p.add_argument("--plates", required=True, help="the plates the faceset was extracted from: a sequence pattern, "
+                                                  "or a movie (decoded to scene-linear EXR in OUT/.plates)")
     p.add_argument("--faceset", help="the destination faceset (alignment of every face); without it faces "
                                      "are found live into OUT/.faceset")
     p.add_argument("--out", required=True, help="output folder for face.####.exr")
     p.add_argument("--frames", help="frames to render (default: all)")
+    p.add_argument("--start", type=int, default=1001, help="a movie plate's first frame number (as at extraction)")
     p.add_argument("--mask", default="product", choices=("product", "learned", "hull"))
     p.add_argument("--erode", type=float, default=0.0, help="erode the mask by N plate pixels (negative dilates)")
     p.add_argument("--blur", type=float, default=0.0, help="blur the mask edge (Gaussian sigma, plate pixels)")

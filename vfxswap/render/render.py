@@ -34,7 +34,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.masks import hull_mask
-from vfxswap.plates.frames import FramePattern, format_frames, select_frames
+from vfxswap.plates.frames import FramePattern, format_frames, is_movie, select_frames
 from vfxswap.plates.image import Box, Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
 from vfxswap.render.color_transfer import METHODS as COLOR_MATCH
@@ -48,10 +48,11 @@ PAD = 16  # plate pixels around the face's box in the data window
 @dataclass
 class RenderOptions:
     model: str  # a model folder, or "passthrough" (output = input: a pipeline check)
-    plates: str
+    plates: str  # an image sequence, or a movie (decoded to scene-linear EXR first)
     out: str
     faceset: str | None = None
     frames: str | None = None
+    start: int = 1001  # a movie plate's first frame number, as extraction numbered it
     mask: str = "product"
     erode: float = 0.0  # plate pixels (negative dilates)
     blur: float = 0.0  # plate pixels (Gaussian sigma)
@@ -148,7 +149,8 @@ class Renderer:
         if o.color not in COLOR_MATCH:
             raise VfxSwapError(f"--color {o.color}: choose from {', '.join(COLOR_MATCH)}")
         # Gaps in the plates stay in the range: each fails alone, naming its file.
-        self.seq, self.frames = select_frames(o.plates, o.frames, keep_missing=True)
+        plates = self._decoded_movie() if is_movie(o.plates) else o.plates
+        self.seq, self.frames = select_frames(plates, o.frames, keep_missing=True)
         self.pattern = FramePattern(str(Path(o.out) / f"{o.name}."), max(self.seq.pattern.padding, 4), ".exr")
         self._refuse_writing_over_plates()
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
@@ -160,6 +162,21 @@ class Renderer:
         self.extracted: set[int] = set()  # plate frames through both extraction passes (smoothed)
         self.faces = self._faces()
         self.pipe: ColorPipeline | None = None
+
+    def _decoded_movie(self) -> str:
+        """A movie plate's frames as a scene-linear EXR sequence beside the layers (OUT/.plates),
+        numbered from --start as extraction numbered them, so the layers sit in the space a
+        `plates convert` of the movie gives, and every step after reads a sequence -> its pattern."""
+        from vfxswap.plates.convert import convert
+
+        o = self.opt
+        pattern = str(Path(o.out) / ".plates" / f"{Path(o.plates).stem}.####.exr")
+        log.info("%s: a movie; decoding its frames to scene-linear %s", o.plates, pattern)
+        report = convert(o.plates, pattern, frames=o.frames, start=o.start, to_space="scene_linear", ocio=o.ocio)
+        if not report.written:
+            raise VfxSwapError(f"{o.plates}: no frame of the movie could be decoded"
+                               + (f" in {o.frames}" if o.frames else ""))
+        return pattern
 
     @property
     def _outputs(self) -> list[FramePattern]:
@@ -190,7 +207,8 @@ class Renderer:
             if found.failed:
                 log.warning("face detection failed on frame(s) %s", format_frames(found.failed))
 
-        key = source_key(FrameSource(self.opt.plates, self.frames, self.seq), self.opt.plates)
+        movie = is_movie(self.opt.plates)  # the faceset knows a movie by its own path, not its decoded frames
+        key = source_key(FrameSource(self.opt.plates, self.frames, None if movie else self.seq), self.opt.plates)
         with Faceset(self.opt.faceset) as fs:
             sources = fs.sources()
             if key not in sources:

@@ -135,8 +135,9 @@ def _output_pattern(out: Path, records: list[dict], plate_name: str | None) -> F
         if record.get("output"):
             pattern = FramePattern.parse(record["output"])
             return FramePattern(str(out / Path(pattern.head).name), pattern.padding, pattern.tail)
-    padding = FramePattern.parse(plate_name).padding if plate_name else 4
-    return FramePattern(str(out / "face."), max(padding, 4), ".exr")
+    from vfxswap.render.render import output_pattern
+
+    return output_pattern(out, "face", FramePattern.parse(plate_name).padding if plate_name else 4)
 
 
 def _frames_of(text) -> list[int]:

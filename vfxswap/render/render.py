@@ -151,7 +151,7 @@ class Renderer:
         # Gaps in the plates stay in the range: each fails alone, naming its file.
         plates = self._decoded_movie() if is_movie(o.plates) else o.plates
         self.seq, self.frames = select_frames(plates, o.frames, keep_missing=True)
-        self.pattern = FramePattern(str(Path(o.out) / f"{o.name}."), max(self.seq.pattern.padding, 4), ".exr")
+        self.pattern = output_pattern(o.out, o.name, self.seq.pattern.padding)
         self._refuse_writing_over_plates()
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
             ModelPredictor(o.model, o.device)
@@ -401,7 +401,7 @@ class Renderer:
 
     @property
     def _comp_pattern(self) -> FramePattern:
-        return FramePattern(str(Path(self.opt.out) / "comp."), self.pattern.padding, ".exr")
+        return output_pattern(self.opt.out, "comp", self.seq.pattern.padding)
 
     def _comp(self, frame: int, layer: Image) -> Image:
         """The face layer over its plate (premultiplied over) on the plate's data window
@@ -444,6 +444,12 @@ class Renderer:
                   "colour": self.pipe.describe() if self.pipe else None}
         name = f"render_{frames[0]}-{frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
         atomic.write_text(Path(self.opt.out) / "manifests" / name, json.dumps(record, indent=2, default=str))
+
+
+def output_pattern(out: str | os.PathLike, name: str, plate_padding: int) -> FramePattern:
+    """Where a render writes its `name` frames for plates of this padding: OUT/name.####.exr,
+    the plate's digits kept, at least four (the farm's status reads the same names)."""
+    return FramePattern(str(Path(out) / f"{name}."), max(plate_padding, 4), ".exr")
 
 
 def frame_is_complete(path: str) -> bool:

@@ -67,8 +67,9 @@ def test_build_job_reads_every_field(app, tmp_path):
                            "comp": True, "preview": False}
     cmd = job.command()
     for flag, value in (("--mask", "hull"), ("--color", "mkl"), ("--erode", "3.0"), ("--blur", "1.5"),
-                        ("--frames", "1001-1010"), ("--faceset", "/fs")):
+                        ("--faceset", "/fs")):
         assert cmd[cmd.index(flag) + 1] == value
+    assert "--frames=1001-1010" in cmd  # one word: a pre-roll range such as -3-2 is not an option
     assert "--comp" in cmd and "--layers" in cmd and "--preview" not in cmd
     assert job.outputs()["comp"].endswith("comp.####.exr")
 

@@ -45,13 +45,17 @@ class RenderJob:
         return cmd + to_flags(self.options)
 
     def outputs(self) -> dict[str, str]:
-        """Where the results land, as hosts name them (Nuke `####` patterns)."""
-        out = Path(self.out)
-        names = {"layer": str(out / "face.####.exr")}
+        """Where the results land, as hosts name them (Nuke `####` patterns), with the digits the
+        engine writes: the plates' own, at least four, and `name` when the options set one."""
+        from vfxswap.plates.frames import FramePattern
+        from vfxswap.render.render import output_pattern
+
+        padding = FramePattern.parse(self.plates).padding
+        names = {"layer": output_pattern(self.out, self.options.get("name") or "face", padding).hashes}
         if self.options.get("comp"):
-            names["comp"] = str(out / "comp.####.exr")
+            names["comp"] = output_pattern(self.out, "comp", padding).hashes
         if self.options.get("preview"):
-            names["preview"] = str(out / "preview.mp4")
+            names["preview"] = str(Path(self.out) / "preview.mp4")
         return names
 
 
@@ -77,12 +81,18 @@ class JobRunner:
         self._proc: subprocess.Popen | None = None
         self._stderr: deque[str] = deque(maxlen=40)
         self._cancelled = False
+        self._lock = threading.Lock()  # cancel() from the host's thread, start() from a worker
         self.written: list[int] = []
         self.failed: dict[int, str] = {}
 
     def start(self) -> "JobRunner":
-        self._proc = subprocess.Popen(self.job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=self._env, bufsize=1)
+        with self._lock:
+            # errors="replace": one byte that is not UTF-8 (a path, a library's message) must not
+            # kill the stderr reader, or the engine blocks on a full pipe and the host waits forever
+            self._proc = subprocess.Popen(self.job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, encoding="utf-8", errors="replace", env=self._env, bufsize=1)
+            if self._cancelled:  # cancelled before it started (a worker thread was about to start it)
+                self._proc.send_signal(signal.SIGTERM)
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         return self
 
@@ -101,6 +111,8 @@ class JobRunner:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict):  # not an event: the engine (or a library) printed text
                 event = {"event": "log", "text": line}
             if event.get("event") == "frame":
                 if event.get("status") in ("written", "no_face"):
@@ -111,10 +123,14 @@ class JobRunner:
 
     def cancel(self) -> None:
         """Stop the engine: SIGTERM lets it remove its temporary file; every frame already on
-        disk is whole (writes are atomic), and nothing half-written is left under a final name."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._cancelled = True
-            self._proc.send_signal(signal.SIGTERM)
+        disk is whole (writes are atomic), and nothing half-written is left under a final name.
+        Before the engine has started, it is stopped as it starts."""
+        with self._lock:
+            if self._proc is None:
+                self._cancelled = True
+            elif self._proc.poll() is None:
+                self._cancelled = True
+                self._proc.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float | None = None) -> JobResult:
         for _ in self.events():  # consume what is left so the pipe never blocks the engine

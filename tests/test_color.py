@@ -351,8 +351,9 @@ def test_guess_plate_space_rules(studio):
     assert guess_plate_space({"oiio:ColorSpace": ("string", "lin_ap1_scene")}, "half", studio) == "ACEScg"
     assert guess_plate_space({"oiio:ColorSpace": ("string", "ACES2065-1"), "chromaticities": rec709},
                              "half", studio) == "ACES2065-1"  # a named space beats primaries
-    assert guess_plate_space({"oiio:ColorSpace": ("string", "not a space"), "chromaticities": rec709},
-                             "float", studio) == "Linear Rec.709 (sRGB)"
+    with pytest.raises(VfxSwapError, match="not a space"):  # a name it cannot read says more than primaries
+        guess_plate_space({"oiio:ColorSpace": ("string", "not a space"), "chromaticities": rec709}, "float", studio)
+    assert guess_plate_space({"chromaticities": rec709}, "float", studio) == "Linear Rec.709 (sRGB)"
     assert guess_plate_space({"chromaticities": rec709}, "uint8", studio) == "ACEScg"  # not linear light
     assert guess_plate_space({}, "half", studio) == "ACEScg"  # the config's scene_linear role
 
@@ -544,3 +545,67 @@ def test_reduced_display_contains_a_nan(pipelines):
     assert shown.shape == clean.shape == (16, 16, 3)
     differs = np.argwhere((shown != clean).any(axis=2))
     assert [tuple(p) for p in differs] == [(21 // 4, 42 // 4)]
+
+
+# --- what headers say, and what plates convert writes -------------------------------------------
+
+def _plate(path, rgba, **attributes):
+    from vfxswap.plates import Image, write_image
+
+    image = Image.from_array(np.asarray(rgba, np.float32), ("R", "G", "B", "A")[:np.shape(rgba)[-1]])
+    for name, value in attributes.items():
+        image.set_attribute(name.replace("_", ":", 1) if name.startswith("oiio_") else name, value)
+    write_image(path, image, dtype="float")
+    return path
+
+
+def test_a_header_space_the_config_does_not_know_is_an_error_naming_the_file(studio, tmp_path):
+    """A LogC plate read under a config without LogC was taken for ACEScg, and converted and
+    rendered as such with exit 0: every pixel wrong, silently."""
+    from vfxswap.plates.info import plate_info
+
+    plate = _plate(tmp_path / "logc.1001.exr", np.full((4, 4, 3), 0.4), oiio_ColorSpace="ARRI LogC9 (EI9000)")
+    with pytest.raises(VfxSwapError, match=r"logc\.1001\.exr: the header names colour space 'ARRI LogC9"):
+        ColorPipeline.for_image(read_image(plate), config=studio)
+    assert ColorPipeline.for_image(read_image(plate), plate_space="ACEScct", config=studio).plate_space == "ACEScct"
+    info = plate_info(str(plate), stats=False, ocio=BUILTIN_CONFIG)
+    assert info.colorspace == "unknown" and "--plate-space" in info.errors[1001]
+
+
+def test_plates_convert_through_a_view_is_ocio_in_float_unpremultiplied_and_says_so(studio, tmp_path):
+    """Through the view, a sequence gets OCIO's own float result (it was the 8-bit preview LUT,
+    up to 8/255 off), on the colour without its coverage (premultiplied colour through a
+    non-linear view came out 26% bright at alpha 0.5), with a header naming the display space
+    (it kept the plate's scene-linear interop ID)."""
+    from vfxswap.plates.convert import convert
+
+    rng = np.random.default_rng(5)
+    colour = rng.uniform(0.0, 4.0, (6, 6, 3)).astype(np.float32)
+    alpha = np.linspace(0.1, 1.0, 36, dtype=np.float32).reshape(6, 6, 1)
+    _plate(tmp_path / "in.1001.exr", np.concatenate([colour * alpha, alpha], 2), oiio_ColorSpace="ACEScg")
+    convert(str(tmp_path / "in.####.exr"), str(tmp_path / "out.####.exr"), view="ACES 2.0 - SDR 100 nits (Rec.709)",
+            display="sRGB - Display", dtype="float", ocio=BUILTIN_CONFIG)
+    out = read_image(tmp_path / "out.1001.exr")
+    cpu = studio.config.getProcessor("ACEScg", "sRGB - Display", "ACES 2.0 - SDR 100 nits (Rec.709)",
+                                     OCIO.TRANSFORM_DIR_FORWARD).getDefaultCPUProcessor()
+    expected = np.ascontiguousarray(colour.copy())
+    cpu.applyRGB(expected)
+    np.testing.assert_allclose(out.pixels[..., :3], expected * alpha, atol=1e-5)
+    np.testing.assert_array_equal(out.pixels[..., 3:], alpha)
+    assert out.colorspace in ("sRGB - Display", "srgb_rec709_display")
+    assert out.attribute("colorInteropID") in (None, "srgb_rec709_display")
+
+
+def test_converted_chromaticities_follow_the_space(studio, tmp_path):
+    """A Rec.709 plate converted to ACEScg kept its Rec.709 chromaticities beside an ACEScg name."""
+    from vfxswap.color import chromaticities_of
+    from vfxswap.plates.convert import convert
+
+    rec709 = chromaticities_of("Linear Rec.709 (sRGB)", studio)
+    _plate(tmp_path / "in.1001.exr", np.full((4, 4, 3), 0.3), oiio_ColorSpace="Linear Rec.709 (sRGB)",
+           chromaticities=rec709)
+    convert(str(tmp_path / "in.####.exr"), str(tmp_path / "cg.####.exr"), to_space="ACEScg", ocio=BUILTIN_CONFIG)
+    np.testing.assert_allclose(read_image(tmp_path / "cg.1001.exr").attribute("chromaticities"),
+                               chromaticities_of("ACEScg", studio), atol=1e-6)
+    convert(str(tmp_path / "in.####.exr"), str(tmp_path / "cct.####.exr"), to_space="ACEScct", ocio=BUILTIN_CONFIG)
+    assert read_image(tmp_path / "cct.1001.exr").attribute("chromaticities") is None  # not a linear space: none

@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="pixel type: half, float, uint8, uint16, uint10 (default per format)")
     p.add_argument("--compression", help="EXR: zip (default), piz, dwaa[:level], ...; TIFF: zip, lzw")
     p.add_argument("--fps", type=float, help="movie frame rate (default: from the plates, else 24)")
-    p.add_argument("--exact", action="store_true", help="view transform through OCIO itself instead of the baked LUT")
+    p.add_argument("--exact", action="store_true", help="movie previews: the view transform through OCIO itself "
+                                                         "instead of the baked LUT (sequences always use OCIO itself)")
     _add_colour_options(p)
     p.set_defaults(func=cmd_plates_convert)
     plates.set_defaults(func=lambda args: plates.print_help() or 2)

@@ -3,7 +3,8 @@
 from vfxswap.color.config import BUILTIN_CONFIG, PROJECT_CONFIG, ConfigChoice, resolve_config
 from vfxswap.color.pipeline import (ENCODING_NAME, ColorPipeline, NonFinite, apply_threaded, chromaticities_of,
                                     count_nonfinite,
-                                    guess_plate_space, sanitize, working_size)
+                                    guess_plate_space, sanitize, tag_colour_space, working_size)
 
 __all__ = ["BUILTIN_CONFIG", "ENCODING_NAME", "PROJECT_CONFIG", "ColorPipeline", "ConfigChoice", "NonFinite",
-           "apply_threaded", "chromaticities_of", "count_nonfinite", "guess_plate_space", "resolve_config", "sanitize", "working_size"]
+           "apply_threaded", "chromaticities_of", "count_nonfinite", "guess_plate_space", "resolve_config", "sanitize", "tag_colour_space",
+           "working_size"]

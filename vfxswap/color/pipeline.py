@@ -164,7 +164,7 @@ class ColorPipeline:
         header says, else the config's scene_linear role."""
         choice = config if isinstance(config, ConfigChoice) else resolve_config(config)
         space = plate_space or guess_plate_space(image.attributes, getattr(image, "source_format", None)
-                                                 or getattr(image, "format", ""), choice)
+                                                 or getattr(image, "format", ""), choice, getattr(image, "path", ""))
         return cls(space, config=choice, **kwargs)
 
     # --- OCIO plumbing ------------------------------------------------------------------
@@ -341,12 +341,33 @@ def chromaticities_of(space: str, choice: ConfigChoice) -> tuple[float, ...] | N
     return None
 
 
-def guess_plate_space(attributes: dict, pixel_format: str, choice: ConfigChoice) -> str:
+def tag_colour_space(image, space: str, choice: ConfigChoice, *, trust_chromaticities: bool = False) -> None:
+    """Say in `image`'s header which space its numbers are in: `oiio:ColorSpace`, with the EXR
+    `chromaticities` of that space where its primaries are known; an interop ID or chromaticities
+    carried over from another space go, so no attribute contradicts the pixels. With
+    `trust_chromaticities`, chromaticities already there stay when the space's are not known (a
+    render's layer keeps those of the plate whose space it is in)."""
+    image.set_attribute("oiio:ColorSpace", space)
+    image.attributes.pop("colorInteropID", None)  # the writer derives it from the name
+    xy = chromaticities_of(space, choice)
+    if xy is not None:
+        image.set_attribute("chromaticities", tuple(float(v) for v in xy), "float[8]")
+    elif not trust_chromaticities:
+        image.attributes.pop("chromaticities", None)
+
+
+def guess_plate_space(attributes: dict, pixel_format: str, choice: ConfigChoice, where: str = "") -> str:
     """The colour space a header names (`oiio:ColorSpace`, else EXR `chromaticities` for float
-    files), if the config knows it; else the config's scene_linear role."""
+    files); with neither, the config's scene_linear role. A name the config does not know is an
+    error (`where` names the file): taking, say, LogC code values for ACEScg would be wrong in
+    every pixel, silently."""
     cfg = choice.config
     named = attributes.get("oiio:ColorSpace", (None, None))[1]
-    if named and cfg.getColorSpace(named) is not None:
+    if named:
+        if cfg.getColorSpace(named) is None:
+            raise VfxSwapError(f"{where + ': ' if where else ''}the header names colour space {named!r}, which the "
+                               f"OCIO config {choice.name} does not know: give the plate's space with --plate-space "
+                               f"(--from-space for plates convert)")
         return cfg.getColorSpace(named).getName()
     chroma = attributes.get("chromaticities", (None, None))[1]
     if chroma is not None and pixel_format in ("half", "float"):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vfxswap.color import ColorPipeline, NonFinite, count_nonfinite, guess_plate_space, resolve_config
+from vfxswap.color import (ColorPipeline, NonFinite, apply_threaded, count_nonfinite, guess_plate_space,
+                           resolve_config, tag_colour_space)
 from vfxswap.errors import VfxSwapError
 from vfxswap.plates.frames import (STILL_FRAME, FramePattern, Sequence, format_frames, is_movie, parse_frames,
                                    select_frames)
@@ -130,19 +131,19 @@ class ConvertReport:
     nonfinite: dict[int, NonFinite] = field(default_factory=dict)
 
 
-def _premultiplied_convert(pipe: ColorPipeline, image: Image, src: str, dst: str) -> np.ndarray:
-    """Convert RGB between spaces; with alpha, do it unpremultiplied so non-linear spaces are right."""
+def _unpremultiplied(image: Image, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`transform` (float32 RGB, contiguous, -> RGB) applied to the image's colour; with alpha,
+    to the unpremultiplied colour, premultiplied again after, so a non-linear space or view
+    sees the colour and not the colour times coverage. Other channels are kept."""
     px = image.pixels.astype(np.float32, copy=True)
     alpha = image.channels.index("A") if "A" in image.channels else None
     rgb = np.ascontiguousarray(px[..., :3])
-    if alpha is not None:
-        a = px[..., alpha:alpha + 1]
-        safe = np.where(a > 0, a, 1.0)
-        rgb = np.ascontiguousarray(np.where(a > 0, rgb / safe, rgb))
-        rgb = pipe.convert(rgb, src, dst)
-        px[..., :3] = np.where(a > 0, rgb * a, rgb)
-    else:
-        px[..., :3] = pipe.convert(rgb, src, dst)
+    if alpha is None:
+        px[..., :3] = transform(rgb)
+        return px
+    a = px[..., alpha:alpha + 1]
+    rgb = transform(np.ascontiguousarray(np.where(a > 0, rgb / np.where(a > 0, a, 1.0), rgb)))
+    px[..., :3] = np.where(a > 0, rgb * a, rgb)
     return px
 
 
@@ -176,7 +177,7 @@ def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001,
             if isinstance(image, VfxSwapError):
                 raise image
             if pipe is None:
-                plate = from_space or guess_plate_space(image.attributes, image.source_format, choice)
+                plate = from_space or guess_plate_space(image.attributes, image.source_format, choice, image.path or src)
                 pipe = ColorPipeline(plate, config=choice, display=display, view=view)
             if from_space or to_space or view:
                 found = count_nonfinite(image.pixels)
@@ -185,13 +186,13 @@ def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001,
                     log.warning("frame %d (%s): replaced non-finite values (%s)", frame, image.path or src, found)
                     np.nan_to_num(image.pixels, copy=False, nan=0.0, posinf=65504.0, neginf=0.0)
             if view and not to_space:
-                image.pixels = _display_rgba(pipe, image, exact)
-                image.set_attribute("oiio:ColorSpace", f"{pipe.display} / {pipe.view}")
+                view_proc = pipe.view_processor(pipe.plate_space)
+                image.pixels = _unpremultiplied(image, lambda rgb: apply_threaded(view_proc, rgb))
+                tag_colour_space(image, _display_space(choice, pipe.display, pipe.view), choice)
             elif from_space or to_space:
                 target = pipe.space_name(to_space or pipe.plate_space)
-                image.pixels = _premultiplied_convert(pipe, image, pipe.plate_space, target)
-                image.set_attribute("oiio:ColorSpace", target)
-                image.attributes.pop("colorInteropID", None)
+                image.pixels = _unpremultiplied(image, lambda rgb: pipe.convert(rgb, pipe.plate_space, target))
+                tag_colour_space(image, target, choice)
             if pipe is not None:
                 image.set_attribute("vfxswap:ocioConfig", pipe.choice.uri)
             # a float EXR plate stays float (EXR's default for plates is half): a plain copy is bit-exact
@@ -208,12 +209,13 @@ def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001,
     return report
 
 
-def _display_rgba(pipe: ColorPipeline, image: Image, exact: bool) -> np.ndarray:
-    """The view transform of the RGB (0-1 floats), alpha kept."""
-    disp = pipe.to_display(image.pixels, exact=exact, where=image.path).astype(np.float32) / 255.0
-    if image.pixels.shape[2] > 3:
-        return np.concatenate([disp, image.pixels[..., 3:].astype(np.float32)], axis=2)
-    return disp
+def _display_space(choice, display: str, view: str) -> str:
+    """The colour space a display/view's output is in, as the config names it (OCIO answers
+    `<USE_DISPLAY_NAME>` where the display's own name is that space); `display / view` when the
+    config has no such space."""
+    name = choice.config.getDisplayViewColorSpaceName(display, view)
+    name = display if name == "<USE_DISPLAY_NAME>" else name
+    return name if name and choice.config.getColorSpace(name) is not None else f"{display} / {view}"
 
 
 def _to_movie(source: FrameSource, dst: str, choice, from_space, display, view, fps, exact, on_frame) -> ConvertReport:
@@ -225,7 +227,7 @@ def _to_movie(source: FrameSource, dst: str, choice, from_space, display, view, 
         plate, rate = from_space or VIDEO_SPACE, fps or source.fps
     else:
         head = read_info(source.sequence.path(source.frames[0]))
-        plate = from_space or guess_plate_space(head.attributes, head.format, choice)
+        plate = from_space or guess_plate_space(head.attributes, head.format, choice, head.path)
         rate = fps or _fps_of(head)
     pipe = ColorPipeline(plate, config=choice, display=display, view=view)
     report = ConvertReport()

@@ -91,8 +91,11 @@ def plate_info(spec: str, frames: str | None = None, *, stats: bool = True, ocio
     info.pixel_aspect = float(attrs.get("PixelAspectRatio", (None, 1.0))[1])
     info.channels, info.pixel_type = head.channels, head.format
     choice = resolve_config(ocio)
-    info.colorspace = guess_plate_space(attrs, head.format, choice)
-    info.colorspace_from = ("header oiio:ColorSpace" if "oiio:ColorSpace" in attrs
+    try:
+        info.colorspace = guess_plate_space(attrs, head.format, choice)
+    except VfxSwapError as exc:  # reported, and the exit status says so
+        info.colorspace, info.errors[present[0]] = "unknown", str(exc)
+    info.colorspace_from = ("header oiio:ColorSpace" if attrs.get("oiio:ColorSpace", (None, None))[1]
                             else "header chromaticities" if "chromaticities" in attrs and head.format in ("half", "float")
                             else "assumed: OCIO scene_linear role")
     info.timecode = _timecode(attrs)

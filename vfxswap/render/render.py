@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from vfxswap import __version__, atomic
-from vfxswap.color import ColorPipeline, chromaticities_of, resolve_config
+from vfxswap.color import ColorPipeline, resolve_config, tag_colour_space
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
@@ -323,11 +323,8 @@ class Renderer:
         for name in ("PixelAspectRatio", "smpte:TimeCode", "framesPerSecond", "chromaticities"):
             if name in plate_img.attributes:
                 layer.attributes[name] = plate_img.attributes[name]
-        layer.set_attribute("oiio:ColorSpace", self.pipe.plate_space)
-        if "chromaticities" not in layer.attributes:
-            xy = chromaticities_of(self.pipe.plate_space, self.pipe.choice)
-            if xy is not None:
-                layer.set_attribute("chromaticities", tuple(float(v) for v in xy), "float[8]")
+        # the plate's chromaticities describe the layer only when its header, not --plate-space, named the space
+        tag_colour_space(layer, self.pipe.plate_space, self.pipe.choice, trust_chromaticities=not self.opt.plate_space)
         self._provenance(layer, matrices)
         return layer
 

@@ -282,3 +282,10 @@ def test_select_frames_bad_range(padded_seq):
 def test_is_movie():
     assert is_movie("a/b/clip.MOV") and is_movie("clip.mp4") and is_movie("x.mxf")
     assert not is_movie("plate.####.exr") and not is_movie("plate.1001.dpx")
+
+
+def test_a_range_too_long_for_any_shot_is_refused_before_it_is_built():
+    """`1001-5001000` (a typo) built a five-million-frame list in every engine and farm export."""
+    with pytest.raises(VfxSwapError, match="over 1,000,000 frames"):
+        parse_frames("1001-5001000")
+    assert len(parse_frames("1-1000000")) == 1_000_000

@@ -113,9 +113,13 @@ class FramePattern:
         return sorted(frames)
 
 
+MAX_FRAMES = 1_000_000  # more than a feature's worth (3 h at 48 fps is 518,400): a range past it is a typo
+
+
 def parse_frames(text: str) -> list[int]:
     """`1001-1100`, `1001-1100x2`, `1001,1005,1010-1020` -> sorted unique frame numbers."""
     frames: set[int] = set()
+    count = 0
     for item in str(text).split(","):
         if not item.strip():
             continue
@@ -127,6 +131,9 @@ def parse_frames(text: str) -> list[int]:
         step = int(match.group(3) or 1)
         if last < first or step < 1:
             raise VfxSwapError(f"frame range {text!r}: {item.strip()!r} runs backwards or has a zero step")
+        count += (last - first) // step + 1
+        if count > MAX_FRAMES:  # checked before the list is built: 1001-5001000 asked for half a GB
+            raise VfxSwapError(f"frame range {text!r} holds over {MAX_FRAMES:,} frames: a typo?")
         frames.update(range(first, last + 1, step))
     if not frames:
         raise VfxSwapError(f"frame range {text!r} is empty")

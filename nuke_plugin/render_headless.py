@@ -33,7 +33,7 @@ def main(argv) -> int:
         node["first_frame"].setValue(int(argv[2]))
         node["last_frame"].setValue(int(argv[3]))
     try:
-        job, first, last = panel_actions.prepare(node)
+        job, first, last, _colour = panel_actions.prepare(node)
     except Exception as exc:  # noqa: BLE001
         print(f"vfxswap: {exc}", file=sys.stderr)
         return 1

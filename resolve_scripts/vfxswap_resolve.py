@@ -3,12 +3,15 @@
 A Workspace > Scripts > Utility script. For the clip under the playhead on the current
 timeline it:
 
-1. finds the plate: the clip's own EXR/DPX image sequence, or else renders the clip's range
-   to an EXR (RGB half, ZIP) sequence through the Deliver render queue;
+1. finds the plate: the frames of the clip's own EXR/DPX image sequence that the (possibly
+   trimmed) clip shows, or else renders the clip's range to an EXR (RGB half, ZIP) sequence
+   through the Deliver render queue;
 2. runs the vfxswap engine on it in its own process (`vfxswap.hosts.RenderJob`/`JobRunner`,
    the same job every host runs);
-3. imports the face layers (`face.%04d.exr`) into a `vfxswap` bin, sets their Alpha mode to
-   Premultiplied and copies the plate's Input Color Space onto them;
+3. imports the face layers (the files the job names: `face.%04d.exr` for a 4-digit plate, the
+   plate's own digits when it has more, `name=` when the options give one) for the frames the
+   clip uses into a `vfxswap` bin, sets their Alpha mode to Premultiplied and copies the plate's
+   Input Color Space onto them;
 4. places the layer on the video track above the plate at the plate's record frame, with
    Composite Mode Normal, checking that Resolve really placed it (an overlapping append is
    dropped silently, so a fresh track is added and the append retried).
@@ -33,8 +36,8 @@ the Resolve scripting README says, so `import DaVinciResolveScript` works.
 Status: this glue has been verified only against fake Resolve API objects
 (tests/test_resolve_scripts.py), never against a real DaVinci Resolve. Unverified beliefs
 include the "Alpha mode" value spelling "Premultiplied", the file names Resolve's EXR render
-writes (found by scanning the target folder), and AppendToTimeline's behaviour on a
-specific Resolve version.
+writes (found by scanning the target folder), AppendToTimeline's behaviour on a specific
+Resolve version, and what GetSourceStartFrame/GetSourceEndFrame count in (see source_range).
 """
 
 from __future__ import annotations
@@ -136,17 +139,54 @@ def render_plate(project, item, folder, timeout=RENDER_TIMEOUT_S, poll=0.5, slee
     return _scan_sequence(str(folder), "plate")[0]
 
 
-def run_engine(plate, first, last, model, out, options=None, on_event=None):
-    """Run the vfxswap engine on frames first-last of `plate` (printf pattern); returns JobResult.
-    `options` are engine flags (e.g. {"mask": "product", "comp": True}); "faceset" goes to the job."""
-    from vfxswap.hosts import JobRunner, RenderJob
+def source_range(item, first, last):
+    """(first, last): the frames of the plate sequence (numbered first..last) that the timeline
+    item shows; a trimmed clip shows only part of its media.
+
+    hosts.md lists TimelineItem.GetSourceStartFrame()/GetSourceEndFrame() --> int but not what
+    they count in. Taken here (not verified on a real Resolve): the start is the media's own
+    frame number (the file's number for an image sequence), and a clip shows one source frame
+    per timeline frame. The count comes from the record range (GetEnd() - GetStart(), end
+    exclusive, as render_plate uses it), so whether GetSourceEndFrame is inclusive does not
+    matter; it is only checked, and a retimed clip (or another convention) stops with an error
+    instead of a layer that slips."""
+    count = item.GetEnd() - item.GetStart()
+    start, end = _int(item.GetSourceStartFrame()), _int(item.GetSourceEndFrame())
+    if start is None or end is None or count <= 0:
+        raise ResolveGlueError("Resolve gave no source range for the clip")
+    stop = start + count - 1
+    if end not in (stop, stop + 1):
+        raise ResolveGlueError(f"the clip shows source frames {start}-{end} over {count} timeline frames: "
+                               "a retimed clip is not supported (render it to a plate first)")
+    if not first <= start <= stop <= last:
+        raise ResolveGlueError(f"the clip's source frames {start}-{stop} are not in its media's frames {first}-{last}")
+    return start, stop
+
+
+def engine_job(plate, first, last, model, out, options=None):
+    """The RenderJob for frames first-last of `plate` (printf pattern). `options` are engine flags
+    (e.g. {"mask": "product", "comp": True}); "faceset" goes to the job."""
+    from vfxswap.hosts import RenderJob
 
     options = dict(options or {})
     faceset = options.pop("faceset", None) or None
-    job = RenderJob(model=model, plates=str(plate), out=str(out), faceset=faceset,
-                    frames=f"{int(first)}-{int(last)}", options=options,
-                    python=os.environ.get("VFXSWAP_PYTHON") or sys.executable)
-    return JobRunner(job).run(on_event)
+    return RenderJob(model=model, plates=str(plate), out=str(out), faceset=faceset,
+                     frames=f"{int(first)}-{int(last)}", options=options,
+                     python=os.environ.get("VFXSWAP_PYTHON") or sys.executable)
+
+
+def layer_pattern(job):
+    """The job's face layers as ImportMedia's printf pattern (`face.%08d.exr` for 8-digit plates)."""
+    from vfxswap.plates.frames import FramePattern
+
+    return FramePattern.parse(job.outputs()["layer"]).printf
+
+
+def run_engine(plate, first, last, model, out, options=None, on_event=None):
+    """Run the vfxswap engine on frames first-last of `plate` (printf pattern); returns JobResult."""
+    from vfxswap.hosts import JobRunner
+
+    return JobRunner(engine_job(plate, first, last, model, out, options)).run(on_event)
 
 
 def _find_bin(root_folder, name=BIN_NAME):
@@ -264,17 +304,29 @@ def swap_current_item(resolve, model, out, options=None, on_event=None):
         raise ResolveGlueError("no video clip under the playhead")
     media_pool = project.GetMediaPool()
     plate = plate_of(item)
-    if plate is None:
+    if plate is None:  # rendered over the clip's record range: all of it is the used range
         pattern = render_plate(project, item, os.path.join(out, "plate"))
-        plate = _scan_sequence(os.path.dirname(pattern), "plate")
-    pattern, first, last = plate
-    result = run_engine(pattern, first, last, model, out, options, on_event)
+        pattern, first, last = _scan_sequence(os.path.dirname(pattern), "plate")
+    else:  # only the frames a trimmed clip shows, so face.<first> lands on its record start
+        pattern, first, last = plate
+        first, last = source_range(item, first, last)
+    skipped = []  # complete frames a skip-existing run kept: done, though not written now
+
+    def track(event):
+        if event.get("event") == "frame" and event.get("status") == "skipped":
+            skipped.append(event.get("frame"))
+        if on_event:
+            on_event(event)
+
+    result = run_engine(pattern, first, last, model, out, options, track)
     if not result.ok:
         raise ResolveGlueError(result.error or f"the engine stopped (exit code {result.returncode})")
-    if not result.written:
+    if not result.written and not skipped:
         raise ResolveGlueError("the engine wrote no frames")
-    layer = import_layers(media_pool, media_pool.GetRootFolder(), os.path.join(out, "face.%04d.exr"),
-                          min(result.written), max(result.written), item.GetMediaPoolItem())
+    # the whole requested range, so the layer's first frame is `first`, placed at the record start
+    layer = import_layers(media_pool, media_pool.GetRootFolder(),
+                          layer_pattern(engine_job(pattern, first, last, model, out, options)),
+                          first, last, item.GetMediaPoolItem())
     return place_above(timeline, item, layer, media_pool=media_pool)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import runpy
 import sys
+import threading
 import types
 from pathlib import Path
 
 import pytest
 
+from vfxswap.hosts.jobs import JobResult
 from conftest import make_astronaut_shot
 
 PLUGIN = Path(__file__).resolve().parents[1] / "nuke_plugin"
@@ -90,10 +92,13 @@ def make_fake_nuke():
     fake.plugin_paths, fake.ui_calls, fake.main_thread_calls, fake.messages, fake.tasks = [], [], [], [], []
     fake.cancel_tasks = False
 
+    # knobs a new node has before anyone sets them (a Write's colour space: its file type's default)
+    fake.knob_defaults = {"Write": {"colorspace": "scene_linear", "raw": False}}
+
     class _Nodes:
         def __getattr__(self, cls):
             def create(**knobs):
-                node = FakeNode(fake, cls, **knobs)
+                node = FakeNode(fake, cls, **{**fake.knob_defaults.get(cls, {}), **knobs})
                 fake.created.append(node)
                 return node
             return create
@@ -130,12 +135,58 @@ def nuke(monkeypatch):
 def make_gizmo_node(fake, **values):
     knobs = {"model": "", "faceset": "", "out_dir": "", "first_frame": 0, "last_frame": 0, "face_type": "whole_face",
              "color": "rct", "mask": "product", "erode": 0.0, "blur": 0.0, "layers": False, "status": "idle",
-             "faces_file": "", "faces_first": 0, "faces_last": 0}
+             "faces_file": "", "faces_first": 0, "faces_last": 0, "faces_colorspace": "default", "faces_raw": False}
     knobs.update(values)
     node = FakeNode(fake, "VfxSwap", "VfxSwap1", **knobs)
     node.children["Read_faces"] = FakeNode(fake, "Read", "Read_faces", file="", first=1, last=1, origfirst=1,
-                                           origlast=1)
+                                           origlast=1, colorspace="default", raw=False)
     return node
+
+
+class ScriptedRunner:
+    """Stands in for JobRunner (no engine): one `frame` event per frame of the job's range, with
+    `statuses[frame]` (default "written"); each waits for `gate` when one is set."""
+
+    instances: list = []
+    statuses: dict = {}
+    gate = None
+
+    def __init__(self, job, env=None):
+        self.job, self.cancelled, self.written, self.consumed = job, False, [], False
+        ScriptedRunner.instances.append(self)
+
+    def start(self):
+        return self
+
+    def events(self):
+        first, last = (int(x) for x in self.job.frames.split("-"))
+        for done, frame in enumerate(range(first, last + 1), 1):
+            if self.gate is not None:
+                self.gate.wait(30)
+            status = self.statuses.get(frame, "written")
+            if status == "written":
+                self.written.append(frame)
+            yield {"event": "frame", "frame": frame, "status": status, "done": done, "total": last - first + 1}
+        self.consumed = True
+
+    def cancel(self):
+        self.cancelled = True
+
+    def wait(self, timeout=None):
+        if not self.consumed:
+            for _ in self.events():
+                pass
+        return JobResult(0, list(self.written), {}, False, "")
+
+
+@pytest.fixture
+def scripted(nuke, monkeypatch):
+    from vfxswap_nuke import panel_actions
+
+    monkeypatch.setattr(ScriptedRunner, "instances", [])
+    monkeypatch.setattr(ScriptedRunner, "gate", None)
+    monkeypatch.setattr(panel_actions, "JobRunner", ScriptedRunner)
+    return ScriptedRunner
 
 
 # --- the gizmo as text -------------------------------------------------------------------------------
@@ -195,6 +246,10 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
 
     read, merge = nodes["Read_faces"], nodes["Merge_face"]
     assert read["class"] == "Read" and read["knobs"]["on_error"] == "black" and read["knobs"]["premultiplied"] == "true"
+    # the layer is in the plate's colour space: Read_faces converts it (not raw), through knobs saved on the node
+    assert read["knobs"].get("raw", "false") == "false"
+    assert knobs["faces_colorspace"]["id"] == 41 and "T Read_faces.colorspace" in knobs["faces_colorspace"]["rest"]
+    assert knobs["faces_raw"]["id"] == 41 and "T Read_faces.raw" in knobs["faces_raw"]["rest"]
     assert merge["class"] == "Merge2" and merge["knobs"]["operation"] == "over" and merge["knobs"]["bbox"] == "B"
     plate = nodes["plate"]
     assert plate["class"] == "Input" and plate["inputs"] == []
@@ -232,8 +287,9 @@ def test_write_plate_writes_half_zip_exr_over_the_range(nuke, tmp_path):
     source = FakeNode(nuke, "Grade")
     node = make_gizmo_node(nuke)
     node.inputs[0] = source
-    pattern = host.write_plate(node, str(tmp_path / "plate"), 1001, 1010)
+    pattern, colour = host.write_plate(node, str(tmp_path / "plate"), 1001, 1010)
     assert pattern == str(tmp_path / "plate" / "plate.####.exr")
+    assert colour == ("scene_linear", False)  # the colour space the Write put the plate in
     (write,) = [n for n in nuke.created if n.cls == "Write"]
     assert write["file"].value() == pattern and write["file_type"].value() == "exr"
     assert write["datatype"].value() == "16 bit half" and "zip" in write["compression"].value().lower()
@@ -253,6 +309,86 @@ def test_input_plate_path_only_for_exr_sequence_reads(nuke):
     assert host.input_plate_path(node) is None
     node.inputs[0] = FakeNode(nuke, "Grade")
     assert host.input_plate_path(node) is None
+
+
+# --- the Render button's glue, with a scripted engine -------------------------------------------------
+
+def _render(panel_actions, node):
+    thread = panel_actions.render(node)
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("colorspace,raw", [("ACES - ACES2065-1", False), ("ACES - ACEScg", True)])
+def test_render_reads_the_layer_in_the_plate_reads_colour_space(nuke, scripted, tmp_path, colorspace, raw):
+    from vfxswap_nuke import panel_actions
+
+    node = make_gizmo_node(nuke, model="passthrough", out_dir=str(tmp_path / "out"))
+    node.inputs[0] = FakeNode(nuke, "Read", file="/shots/plate.####.exr", first=1001, last=1003,
+                              colorspace=colorspace, raw=raw)
+    _render(panel_actions, node)
+    read = node.node("Read_faces")
+    assert (read["colorspace"].value(), read["raw"].value()) == (colorspace, raw)
+    assert (node["faces_colorspace"].value(), node["faces_raw"].value()) == (colorspace, raw)  # saved with the node
+    assert nuke.messages == [] and node["status"].value().startswith("done")
+
+
+def test_render_reads_the_layer_in_the_written_plates_colour_space(nuke, scripted, tmp_path):
+    from vfxswap_nuke import panel_actions
+
+    node = make_gizmo_node(nuke, model="passthrough", out_dir=str(tmp_path / "out"), first_frame=1, last_frame=2)
+    node.inputs[0] = FakeNode(nuke, "Grade")  # not a Read: the plate is written to EXR first
+    nuke.knob_defaults["Write"]["colorspace"] = "ACES - ACEScct"
+    _render(panel_actions, node)
+    (write,) = [n for n in nuke.created if n.cls == "Write"]
+    assert scripted.instances[0].job.plates == write["file"].value()
+    read = node.node("Read_faces")
+    assert (read["colorspace"].value(), read["raw"].value()) == ("ACES - ACEScct", False)
+
+
+def test_render_points_read_faces_at_the_files_the_engine_names(nuke, scripted, tmp_path):
+    from vfxswap_nuke import panel_actions
+
+    out = tmp_path / "out"
+    node = make_gizmo_node(nuke, model="passthrough", out_dir=str(out))
+    node.inputs[0] = FakeNode(nuke, "Read", file="/shots/plate.########.exr", first=86400, last=86402)
+    _render(panel_actions, node)
+    read = node.node("Read_faces")
+    assert read["file"].value() == node["faces_file"].value() == str(out / "face.########.exr")
+    assert [read[k].value() for k in ("first", "last")] == [86400, 86402]
+
+
+def test_a_second_render_into_the_same_output_is_refused_while_the_first_runs(nuke, scripted, tmp_path):
+    from vfxswap_nuke import panel_actions
+
+    scripted.gate = threading.Event()  # the engine is busy until set
+    node = make_gizmo_node(nuke, model="passthrough", out_dir=str(tmp_path / "out"))
+    node.inputs[0] = FakeNode(nuke, "Read", file="/shots/plate.####.exr", first=1001, last=1003)
+    other = make_gizmo_node(nuke, model="passthrough", out_dir=str(tmp_path / "out") + "/")
+    other.inputs[0] = node.inputs[0]
+    first = panel_actions.render(node)
+    assert first is not None and first.is_alive()
+    assert panel_actions.render(node) is None  # a second click on the same node
+    assert panel_actions.render(other) is None  # another node writing the same files
+    assert len(nuke.messages) == 2 and all("still running" in m for m in nuke.messages)
+    assert len(scripted.instances) == 1 and len(nuke.tasks) == 1
+    scripted.gate.set()
+    first.join(30)
+    assert node["status"].value().startswith("done")
+    _render(panel_actions, node)  # done: it may render again
+    assert len(scripted.instances) == 2
+
+
+def test_a_render_that_cannot_start_does_not_block_the_next(nuke, scripted, tmp_path):
+    from vfxswap_nuke import panel_actions
+
+    node = make_gizmo_node(nuke, model="", out_dir=str(tmp_path / "out"))
+    assert panel_actions.render(node) is None and "set Model" in nuke.messages[-1]
+    node["model"].setValue("passthrough")
+    node.inputs[0] = FakeNode(nuke, "Read", file="/shots/plate.####.exr", first=1001, last=1001)
+    _render(panel_actions, node)
+    assert len(nuke.messages) == 1
 
 
 # --- a real engine job through the Render button's code ---------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vfxswap.hosts.jobs import JobResult
 from vfxswap.plates import read_image
 from conftest import make_astronaut_shot
 
@@ -47,15 +48,25 @@ class FakeMediaPoolItem(Recorder):
 
 
 class FakeTimelineItem(Recorder):
-    def __init__(self, log, mpi, start, end):
+    def __init__(self, log, mpi, start, end, source_start=None):
         super().__init__(log)
         self.mpi, self.start, self.end, self.props = mpi, start, end, {}
+        if source_start is None:  # untrimmed: from the media's first frame
+            source_start = int((mpi.props.get("Start") if mpi is not None else None) or 0)
+        self.source_start = source_start
+        self.source_end = source_start + (end - start) - 1  # inclusive, one source frame per timeline frame
 
     def GetStart(self, subframe=False):
         return self.start
 
     def GetEnd(self, subframe=False):
         return self.end
+
+    def GetSourceStartFrame(self):
+        return self.source_start
+
+    def GetSourceEndFrame(self):
+        return self.source_end
 
     def GetMediaPoolItem(self):
         return self.mpi
@@ -146,11 +157,18 @@ class FakeMediaPool(Recorder):
 
 
 class FakeProject(Recorder):
-    def __init__(self, log, rendering_polls=3):
+    def __init__(self, log, rendering_polls=3, timeline=None, media_pool=None):
         super().__init__(log)
         self.polls = rendering_polls
         self.settings = None
         self.on_render = None
+        self.timeline, self.media_pool = timeline, media_pool
+
+    def GetCurrentTimeline(self):
+        return self.timeline
+
+    def GetMediaPool(self):
+        return self.media_pool
 
     def SetCurrentRenderFormatAndCodec(self, fmt, codec):
         self._rec("SetCurrentRenderFormatAndCodec", fmt, codec)
@@ -189,6 +207,68 @@ def _shot(log, plate_track=1, tracks=1, start=86400, length=10):
     timeline = FakeTimeline(log, [[] for _ in range(tracks)])
     timeline.tracks[plate_track - 1].append(plate)
     return plate, timeline
+
+
+class FakeResolve:
+    """resolve -> GetProjectManager() -> GetCurrentProject()."""
+
+    def __init__(self, project):
+        self.project = project
+
+    def GetProjectManager(self):
+        return self
+
+    def GetCurrentProject(self):
+        return self.project
+
+
+class ScriptedRunner:
+    """Stands in for vfxswap.hosts.JobRunner (no engine): one `frame` event per frame of the job's
+    range, with `statuses[frame]` ("written" by default; "skipped" as a skip-existing run reports a
+    complete frame it kept)."""
+
+    def __init__(self, statuses=None):
+        self.statuses, self.jobs = dict(statuses or {}), []
+
+    def __call__(self, job, env=None):
+        self.jobs.append(job)
+        return self
+
+    def run(self, on_event=None):
+        job = self.jobs[-1]
+        first, last = (int(x) for x in job.frames.split("-"))
+        written = []
+        for done, frame in enumerate(range(first, last + 1), 1):
+            status = self.statuses.get(frame, "written")
+            if status == "written":
+                written.append(frame)
+            if on_event:
+                on_event({"event": "frame", "frame": frame, "status": status, "done": done,
+                          "total": last - first + 1})
+        return JobResult(0, written, {}, False, "")
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    def install(statuses=None):
+        runner = ScriptedRunner(statuses)
+        monkeypatch.setattr("vfxswap.hosts.JobRunner", runner)
+        return runner
+    return install
+
+
+def _swap(rs, item, out, options=None, project=None):
+    """swap_current_item on a fake project whose current item is `item` (on video track 1)."""
+    log = item.log
+    timeline = FakeTimeline(log, [[item]])
+    timeline.current = item
+    pool = FakeMediaPool(log, timeline)
+    project = project or FakeProject(log)
+    project.timeline, project.media_pool = timeline, pool
+    placed = rs.swap_current_item(FakeResolve(project), "passthrough", str(out), options)
+    (imported,) = [c[1][0] for c in log if c[0] == "ImportMedia"]
+    (appended,) = [c[1][0] for c in log if c[0] == "AppendToTimeline"]
+    return placed, imported, appended
 
 
 # --- plate_of ---------------------------------------------------------------------------------
@@ -317,6 +397,73 @@ def test_render_plate_times_out(rs, tmp_path):
         rs.render_plate(project, plate, tmp_path / "plate", timeout=2.0, poll=0.5, sleep=lambda s: None)
 
 
+# --- swap_current_item: range, file names and placement ---------------------------------------
+
+@pytest.mark.parametrize("options,name", [({}, "face"), ({"name": "hero"}, "hero")])
+def test_swap_imports_the_files_the_engine_writes_for_an_8_digit_plate(rs, scripted, tmp_path, options, name):
+    runner = scripted()
+    log = []
+    mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[00086400-00086402].exr", "Start": "86400",
+                                  "End": "86402", "Input Color Space": "ACEScg"})
+    placed, imported, appended = _swap(rs, FakeTimelineItem(log, mpi, 86400, 86403), tmp_path, options)
+    assert runner.jobs[0].plates == "/shots/plate.%08d.exr"
+    assert imported == {"FilePath": str(tmp_path / f"{name}.%08d.exr"), "StartIndex": 86400, "EndIndex": 86402}
+    assert placed.GetStart() == 86400 and placed.GetEnd() == 86403
+
+
+def test_swap_imports_8_digit_layers_of_a_plate_resolve_rendered(rs, scripted, tmp_path):
+    runner = scripted()
+    log = []
+    item = FakeTimelineItem(log, FakeMediaPoolItem(log, {"File Path": "/shots/interview.mov", "Start": "0",
+                                                         "End": "2"}), 86400, 86403)
+    project = FakeProject(log, rendering_polls=0)
+
+    def write_frames(settings):  # Resolve's EXR render names frames plate00086400.exr, ...
+        for f in range(86400, 86403):
+            (Path(settings["TargetDir"]) / f"{settings['CustomName']}{f:08d}.exr").write_bytes(b"")
+    project.on_render = write_frames
+    placed, imported, appended = _swap(rs, item, tmp_path, project=project)
+    assert runner.jobs[0].plates == str(tmp_path / "plate" / "plate%08d.exr") and runner.jobs[0].frames == "86400-86402"
+    assert imported == {"FilePath": str(tmp_path / "face.%08d.exr"), "StartIndex": 86400, "EndIndex": 86402}
+    assert appended["startFrame"] == 0 and appended["recordFrame"] == 86400
+
+
+def test_swap_renders_and_places_only_what_a_trimmed_clip_shows(rs, scripted, tmp_path):
+    runner = scripted()
+    log = []
+    mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[1001-1008].exr", "Start": "1001", "End": "1008"})
+    item = FakeTimelineItem(log, mpi, 86400, 86403, source_start=1004)  # shows source frames 1004-1006
+    placed, imported, appended = _swap(rs, item, tmp_path)
+    assert runner.jobs[0].frames == "1004-1006"
+    assert (imported["StartIndex"], imported["EndIndex"]) == (1004, 1006)  # face.1004 is the layer's frame 0 ...
+    assert (appended["startFrame"], appended["endFrame"], appended["recordFrame"]) == (0, 3, 86400)  # ... at 86400
+    assert (placed.GetStart(), placed.GetEnd()) == (86400, 86403)
+
+
+@pytest.mark.parametrize("source_start,source_end,match", [(1004, 1010, "retimed"), (3, 5, "not in its media")])
+def test_swap_refuses_a_source_range_it_cannot_place(rs, scripted, tmp_path, source_start, source_end, match):
+    runner = scripted()
+    log = []
+    mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[1001-1008].exr", "Start": "1001", "End": "1008"})
+    item = FakeTimelineItem(log, mpi, 86400, 86403, source_start=source_start)
+    item.source_end = source_end
+    with pytest.raises(rs.ResolveGlueError, match=match):
+        _swap(rs, item, tmp_path)
+    assert runner.jobs == []
+
+
+@pytest.mark.parametrize("skipped", [range(1001, 1005), range(1001, 1009)])
+def test_swap_with_skip_existing_imports_the_whole_range(rs, scripted, tmp_path, skipped):
+    runner = scripted({f: "skipped" for f in skipped})  # complete frames from an earlier run
+    log = []
+    mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[1001-1008].exr", "Start": "1001", "End": "1008"})
+    placed, imported, appended = _swap(rs, FakeTimelineItem(log, mpi, 86400, 86408), tmp_path,
+                                       rs._parse_options("color=none skip-existing"))
+    assert runner.jobs[0].options["skip-existing"] is True
+    assert (imported["StartIndex"], imported["EndIndex"]) == (1001, 1008)
+    assert (appended["startFrame"], appended["endFrame"], appended["recordFrame"]) == (0, 8, 86400)
+
+
 # --- run_engine: a real passthrough render job ------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -346,3 +493,21 @@ def test_run_engine_surfaces_the_engine_error(rs, shot, tmp_path):
     result = rs.run_engine(str(shot / "plates" / "plate.%04d.exr"), 1001, 1001, str(tmp_path / "no-such-model"),
                            str(tmp_path / "out"), {"faceset": str(shot / "faceset")})
     assert not result.ok and "no-such-model" in result.error
+
+
+def test_swap_with_skip_existing_on_a_real_engine_imports_the_kept_frames_too(rs, shot, tmp_path):
+    out = tmp_path / "out"
+    options = {"faceset": str(shot / "faceset"), "color": "none"}
+    assert rs.run_engine(str(shot / "plates" / "plate.%04d.exr"), 1001, 1002, "passthrough", str(out), options).ok
+    log = []
+    mpi = FakeMediaPoolItem(log, {"File Path": str(shot / "plates" / "plate.[1001-1003].exr"), "Start": "1001",
+                                  "End": "1003", "Input Color Space": "ACEScg"})
+    events = []
+    timeline = FakeTimeline(log, [[FakeTimelineItem(log, mpi, 86400, 86403)]])
+    timeline.current = timeline.tracks[0][0]
+    project = FakeProject(log, timeline=timeline, media_pool=FakeMediaPool(log, timeline))
+    rs.swap_current_item(FakeResolve(project), "passthrough", str(out), {**options, "skip-existing": True},
+                         on_event=events.append)
+    assert [e["status"] for e in events if e["event"] == "frame"] == ["skipped", "skipped", "written"]
+    (imported,) = [c[1][0] for c in log if c[0] == "ImportMedia"]
+    assert imported == {"FilePath": str(out / "face.%04d.exr"), "StartIndex": 1001, "EndIndex": 1003}

@@ -38,13 +38,27 @@ def input_plate_path(node):
     return path, int(read["first"].value()), int(read["last"].value())
 
 
+def colorspace_of(node) -> tuple:
+    """(colorspace, raw) of a Read or Write: what its file is in, as its knobs say (`colorspace`,
+    and `raw` true = no conversion: the knob names hosts.md 1.4 gives for the Read; that a Write
+    names them the same is not verified there). colorspace is None when the knob is empty."""
+    return node["colorspace"].value() or None, bool(node["raw"].value())
+
+
+def input_colorspace(node) -> tuple:
+    """(colorspace, raw) of the Read at input 0 (see colorspace_of)."""
+    return colorspace_of(node.input(0))
+
+
 def root_range() -> tuple[int, int]:
     root = _nuke().root()
     return int(root["first_frame"].value()), int(root["last_frame"].value())
 
 
-def write_plate(node, folder, first, last) -> str:
-    """Write input 0 to `folder/plate.####.exr` (16-bit half, zip) for frames first..last."""
+def write_plate(node, folder, first, last) -> tuple:
+    """Write input 0 to `folder/plate.####.exr` (16-bit half, zip) for frames first..last;
+    returns (pattern, (colorspace, raw)): the colour space the Write put the plate in, which is
+    the engine's layers' too."""
     nuke = _nuke()
     os.makedirs(folder, exist_ok=True)
     pattern = os.path.join(folder, "plate.####.exr").replace(os.sep, "/")
@@ -54,25 +68,35 @@ def write_plate(node, folder, first, last) -> str:
         write["compression"].setValue("Zip (1 scanline)")
         write.setInput(0, node.input(0))
         nuke.execute(write, int(first), int(last))
+        colour = colorspace_of(write)
     finally:
         nuke.delete(write)
-    return pattern
+    return pattern, colour
 
 
-def set_read(node, pattern, first, last) -> None:
-    """Point the gizmo's Read_faces at the engine's layers.
+def set_read(node, pattern, first, last, colorspace=None, raw=False) -> None:
+    """Point the gizmo's Read_faces at the engine's layers, read in the plate's colour space.
 
-    The top-level (saved) knobs faces_file/faces_first/faces_last are what Read_faces reads through
-    expressions, so the result survives a gizmo reload; the inner Read is also set directly so the
+    The layers are in the plate's own colour space, so Read_faces converts them as the plate's
+    Read (or the Write that made the plate) does: its `colorspace` and `raw` (None leaves the
+    Read's default colour space). The top-level (saved) knobs faces_file/faces_first/faces_last
+    are what Read_faces reads through expressions, and faces_colorspace/faces_raw are links to
+    its knobs, so the result survives a gizmo reload; the inner Read is also set directly so the
     change shows at once."""
     first, last = int(first), int(last)
     node["faces_file"].setValue(pattern)
     node["faces_first"].setValue(first)
     node["faces_last"].setValue(last)
+    node["faces_raw"].setValue(bool(raw))
+    if colorspace:
+        node["faces_colorspace"].setValue(colorspace)
     read = node.node("Read_faces")
     read["file"].setValue(pattern)
     for name, value in (("first", first), ("last", last), ("origfirst", first), ("origlast", last)):
         read[name].setValue(value)
+    read["raw"].setValue(bool(raw))
+    if colorspace:
+        read["colorspace"].setValue(colorspace)
 
 
 def set_status(node, text) -> None:

@@ -41,30 +41,70 @@ def build_job(values, plates, first, last) -> RenderJob:
 
 
 def prepare(node):
-    """Main thread: knobs -> (job, first, last); writes the plate first when input 0 is not an EXR Read."""
+    """Main thread: knobs -> (job, first, last, (colorspace, raw)); writes the plate first when
+    input 0 is not an EXR Read. The colour space is the plate's (its Read's, or the plate
+    Write's), which the engine's layers are in too."""
     values = host.knob_values(node)
     if not values.get("model") or not values.get("out_dir"):
         raise ValueError("VfxSwap: set Model and Output first")
     plate = host.input_plate_path(node)
     first, last = frame_range(values, plate)
-    plates = plate[0] if plate else host.write_plate(node, os.path.join(values["out_dir"], "plate"), first, last)
-    return build_job(values, plates, first, last), first, last
+    if plate:
+        plates, colour = plate[0], host.input_colorspace(node)
+    else:
+        plates, colour = host.write_plate(node, os.path.join(values["out_dir"], "plate"), first, last)
+    return build_job(values, plates, first, last), first, last, colour
+
+
+# Output folders a render of this session is writing into. A second Render (of the same node, or
+# of another node with the same Output) would start a second engine on the same files: refused.
+_running: set = set()
+_running_lock = threading.Lock()
+
+
+def _out_key(out_dir) -> str:
+    return os.path.normcase(os.path.abspath(str(out_dir)))
 
 
 def render(node):
-    """The Render button: start the engine in a worker thread; returns the thread (None on error)."""
+    """The Render button: start the engine in a worker thread; returns the thread (None on error,
+    or when a render into the node's Output is still running)."""
+    out_dir = host.knob_values(node).get("out_dir")
+    key = _out_key(out_dir) if out_dir else None
+    with _running_lock:
+        busy = key in _running
+        if key and not busy:
+            _running.add(key)
+    if busy:
+        host.message(f"VfxSwap: a render into {out_dir} is still running; wait for it to finish "
+                     "or cancel it on its progress bar")
+        return None
     try:
-        job, first, last = prepare(node)
+        job, first, last, colour = prepare(node)
+        host.set_status(node, f"rendering {first}-{last}")
+        thread = threading.Thread(target=_work, args=(node, job, first, last, colour, key), name="vfxswap-render",
+                                  daemon=True)
+        thread.start()
     except Exception as exc:  # noqa: BLE001 - shown to the artist, not raised into Nuke's UI
+        _release(key)
         host.message(str(exc))
         return None
-    host.set_status(node, f"rendering {first}-{last}")
-    thread = threading.Thread(target=_work, args=(node, job, first, last), name="vfxswap-render", daemon=True)
-    thread.start()
     return thread
 
 
-def _work(node, job, first, last) -> None:
+def _release(key) -> None:
+    with _running_lock:
+        _running.discard(key)
+
+
+def _work(node, job, first, last, colour=(None, False), key=None) -> None:
+    try:
+        _run(node, job, first, last, colour)
+    finally:
+        _release(key)
+
+
+def _run(node, job, first, last, colour) -> None:
     task = host.progress_task("vfxswap")
     runner = JobRunner(job)
     finished = threading.Event()
@@ -91,7 +131,7 @@ def _work(node, job, first, last) -> None:
     finally:
         finished.set()
     if result.ok:
-        host.in_main_thread(_apply, node, job.outputs()["layer"], first, last, len(result.written))
+        host.in_main_thread(_apply, node, job.outputs()["layer"], first, last, len(result.written), colour)
     elif result.cancelled:
         host.in_main_thread(host.set_status, node, f"cancelled ({len(result.written)} frame(s) written)")
     else:
@@ -99,8 +139,8 @@ def _work(node, job, first, last) -> None:
     del task  # closes Nuke's progress bar
 
 
-def _apply(node, pattern, first, last, written) -> None:
-    host.set_read(node, pattern, first, last)
+def _apply(node, pattern, first, last, written, colour=(None, False)) -> None:
+    host.set_read(node, pattern, first, last, *colour)
     host.set_status(node, f"done: {written} frame(s) {first}-{last}")
 
 

@@ -89,6 +89,10 @@ def test_warp_changes_input_only_and_target_is_the_affine(faceset):
     s = ds[1]
     d = (s["input"] - s["target"]).abs()
     assert d[:, :, 0].mean() < 0.02 and d[:, 20:44, 20:44].mean() > 0.01
+    for r in (96, 256):  # exactly, at every size (the grid's outer nodes sat R/10 inside the crop)
+        shift = FaceSamples(faceset, r, augment=False).augmentation((0, 0, 3, 1)).displacement
+        edge = np.concatenate([shift[0], shift[-1], shift[:, 0], shift[:, -1]])
+        assert np.abs(edge).max() < 1e-4 and np.abs(shift).max() > 0.01 * r
 
 
 def test_augmentation_changes_with_key_and_not_otherwise(faceset):

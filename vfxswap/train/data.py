@@ -242,7 +242,8 @@ class FaceSamples(Dataset):
         displacement = None
         if self.warp:
             grid[0], grid[-1], grid[:, 0], grid[:, -1] = 0, 0, 0, 0  # the crop's frame stays put
-            displacement = cv2.resize(grid.astype(np.float32), (r, r), interpolation=cv2.INTER_CUBIC)
+            weights = _grid_weights(r)  # bicubic, separable: rows then columns
+            displacement = np.einsum("yj,jkc,xk->yxc", weights, grid.astype(np.float32), weights, optimize=True)
         if not (self.augment and self.color_jitter > 0):
             offset, contrast = np.zeros(3), 1.0
         return Augmentation(matrix, flipped, displacement, offset.astype(np.float32), float(contrast))
@@ -335,6 +336,22 @@ class FaceSamples(Dataset):
         _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
         w = 1.0 / counts[inverse.ravel()]
         return w / w.sum()
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_weights(r: int) -> np.ndarray:
+    """(R, WARP_GRID) float32: bicubic weights (a = -0.75, as OpenCV's) of the warp grid's nodes
+    for each of R pixels, the outer nodes on the edge pixels, so a zero outer ring keeps the crop's
+    border exactly still (cv2.resize puts the nodes at cell centres, about R/10 in, and the border
+    moved by up to R/230 px). Taps past the grid repeat its edge node."""
+    pos = np.linspace(0.0, WARP_GRID - 1.0, r)
+    base = np.floor(pos).astype(int)
+    weights = np.zeros((r, WARP_GRID))
+    for tap in range(-1, 3):
+        d = np.abs(pos - (base + tap))
+        w = np.where(d <= 1, (1.25 * d - 2.25) * d * d + 1, np.where(d < 2, ((-0.75 * d + 3.75) * d - 6) * d + 3, 0))
+        np.add.at(weights, (np.arange(r), np.clip(base + tap, 0, WARP_GRID - 1)), w)
+    return weights.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=4)

@@ -295,3 +295,22 @@ def test_render_predictor_on_the_device(trained):
     with torch.no_grad():
         want = cpu_model.eval().swap(x, "A")[0].permute(0, 2, 3, 1).numpy()
     assert np.abs(rgb - want).max() < SWAP_MAX and np.abs(rgb - want).mean() < SWAP_MEAN
+
+
+def test_upscales_keep_channels_last():
+    """CUDA has no pixel_shuffle kernel of its own, and the generic one returns NCHW: every conv
+    after an upscale then transposed its input back (forward and backward). The model's
+    upscales hand channels_last on, the double-resolution variant's last shuffle too."""
+    from vfxswap.models.nets import FaceModel, ModelConfig, Upscale
+
+    model = FaceModel(ModelConfig("df", 64, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=8, variants="d"), seed=0)
+    model = model.to(DEVICE).to(memory_format=CL)
+    seen = []
+    for module in model.modules():
+        if isinstance(module, Upscale):
+            module.register_forward_hook(lambda m, i, out: seen.append(out.is_contiguous(memory_format=CL)))
+    x = torch.rand(2, 3, 64, 64, device=DEVICE).contiguous(memory_format=CL)
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16, enabled=BF16):
+        rgb, _ = model(x, "A")
+    assert seen and all(seen)
+    assert rgb.shape == (2, 3, 64, 64)

@@ -502,7 +502,10 @@ def test_bf16_by_default_on_cuda_and_on_cpus_with_it_in_hardware(monkeypatch):
     native = any(f" {name}" in flags for name in ("amx_bf16", "avx512_bf16"))
     assert bool(device.cpu_bf16_flags()) is native
     assert device.bf16_by_default(torch.device("cpu")) is native
-    assert device.bf16_by_default(torch.device("cuda")) is True
+    for capability, bf16 in (((9, 0), True), ((8, 0), True), ((7, 5), False)):  # H100, A100; T4 emulates bf16
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert device.bf16_by_default(torch.device("cuda")) is bf16
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ())
     assert device.bf16_by_default(torch.device("cpu")) is False
 

@@ -149,7 +149,15 @@ class Upscale(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch * 4, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(F.leaky_relu(self.conv(x), _LRELU), 2)
+        return _pixel_shuffle(F.leaky_relu(self.conv(x), _LRELU))
+
+
+def _pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
+    """pixel_shuffle(2) that keeps channels_last: CUDA has no kernel of its own for it, and the
+    generic one returns NCHW, so every next conv would transpose it back (forward and backward)."""
+    out = F.pixel_shuffle(x, 2)
+    return out.contiguous(memory_format=torch.channels_last) \
+        if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else out
 
 
 class ResBlock(nn.Module):
@@ -231,7 +239,7 @@ class Decoder(nn.Module):
             x = res(up(x))
         x = self.rgb(x)
         if self.double:
-            x = F.pixel_shuffle(x, 2)
+            x = _pixel_shuffle(x)
         m = z
         for up in self.mask_ups:
             m = up(m)

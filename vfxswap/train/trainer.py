@@ -197,9 +197,10 @@ class InFlight:
     def send(cls, values: torch.Tensor, iteration: int, lr: float) -> "InFlight":
         event = None
         if values.device.type == "cuda":
+            stream = torch.cuda.current_stream(values.device)  # the stream that queued the step and the copy
             values = values.to("cpu", non_blocking=True)  # into pinned memory, asynchronously
             event = torch.cuda.Event()
-            event.record()
+            event.record(stream)
         return cls(values, event, iteration, lr)
 
     def read(self) -> dict:
@@ -250,11 +251,14 @@ class Trainer:
         self.main = self.rank == 0
         if self.world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
             _die_with_launcher()
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and o.device != "cpu" else "gloo"
-            torch.distributed.init_process_group(backend)
         self.device = pick_device(o.device if self.world == 1 or o.device == "cpu" else f"cuda:{local}"
                                   if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            # this process's GPU is the current one: NCCL's collectives, barrier() and the
+            # events that say a step's figures have landed all use the current device
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.bf16 = bf16_by_default(self.device) if o.bf16 is None else o.bf16
         self.folder = Path(o.model_dir)
         _seed_everything(o.seed)

@@ -310,18 +310,10 @@ def swap_current_item(resolve, model, out, options=None, on_event=None):
     else:  # only the frames a trimmed clip shows, so face.<first> lands on its record start
         pattern, first, last = plate
         first, last = source_range(item, first, last)
-    skipped = []  # complete frames a skip-existing run kept: done, though not written now
-
-    def track(event):
-        if event.get("event") == "frame" and event.get("status") == "skipped":
-            skipped.append(event.get("frame"))
-        if on_event:
-            on_event(event)
-
-    result = run_engine(pattern, first, last, model, out, options, track)
+    result = run_engine(pattern, first, last, model, out, options, on_event)
     if not result.ok:
         raise ResolveGlueError(result.error or f"the engine stopped (exit code {result.returncode})")
-    if not result.written and not skipped:
+    if not result.written and not result.skipped:  # kept frames (skip-existing) are done too
         raise ResolveGlueError("the engine wrote no frames")
     # the whole requested range, so the layer's first frame is `first`, placed at the record start
     layer = import_layers(media_pool, media_pool.GetRootFolder(),

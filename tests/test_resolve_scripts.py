@@ -237,15 +237,14 @@ class ScriptedRunner:
     def run(self, on_event=None):
         job = self.jobs[-1]
         first, last = (int(x) for x in job.frames.split("-"))
-        written = []
+        written, skipped = [], []
         for done, frame in enumerate(range(first, last + 1), 1):
             status = self.statuses.get(frame, "written")
-            if status == "written":
-                written.append(frame)
+            (written if status == "written" else skipped).append(frame)
             if on_event:
                 on_event({"event": "frame", "frame": frame, "status": status, "done": done,
                           "total": last - first + 1})
-        return JobResult(0, written, {}, False, "")
+        return JobResult(0, written, {}, False, "", skipped)
 
 
 @pytest.fixture

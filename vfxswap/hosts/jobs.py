@@ -66,6 +66,7 @@ class JobResult:
     failed: dict[int, str]
     cancelled: bool
     error: str  # the engine's own words when it failed (last lines of stderr)
+    skipped: list[int] = field(default_factory=list)  # complete already (--skip-existing): done, not rewritten
 
     @property
     def ok(self) -> bool:
@@ -83,6 +84,7 @@ class JobRunner:
         self._cancelled = False
         self._lock = threading.Lock()  # cancel() from the host's thread, start() from a worker
         self.written: list[int] = []
+        self.skipped: list[int] = []
         self.failed: dict[int, str] = {}
 
     def start(self) -> "JobRunner":
@@ -117,6 +119,8 @@ class JobRunner:
             if event.get("event") == "frame":
                 if event.get("status") in ("written", "no_face"):
                     self.written.append(event["frame"])
+                elif event.get("status") == "skipped":
+                    self.skipped.append(event["frame"])
                 elif event.get("status") == "failed":
                     self.failed[event["frame"]] = event.get("error", "")
             yield event
@@ -139,7 +143,7 @@ class JobRunner:
         lines = [line for line in self._stderr if line and not line.startswith("vfxswap: info:")]
         errors = [line for line in lines if "error" in line.lower()] or lines
         return JobResult(code, sorted(self.written), dict(self.failed), self._cancelled,
-                         "\n".join(errors[-5:]) if code not in (0, 130) or self.failed else "")
+                         "\n".join(errors[-5:]) if code not in (0, 130) or self.failed else "", sorted(self.skipped))
 
     def run(self, on_event=None) -> JobResult:
         """Start, stream every event to `on_event`, and wait: the one-call form."""

@@ -131,7 +131,7 @@ def test_faces_cross_with_the_same_box_embeddings_decide(rng):
 
 def occlusion(rng, returning_embedding, gap: int = 3, place=(800, 300)):
     """Face A seen frames 0-9, hidden for `gap` frames, back at `place`; B in view all along."""
-    ea, eb, _ = identity(rng)
+    ea, eb, other = identity(rng)  # `other`: one person, who steps in if not A
     dets, tags = [], []
     for f in range(20):
         dets.append(detection(f, 200, 500, near(eb, rng), index=0))
@@ -140,7 +140,7 @@ def occlusion(rng, returning_embedding, gap: int = 3, place=(800, 300)):
             dets.append(detection(f, 500, 300, near(ea, rng), index=1))
             tags.append("a")
         elif f >= 10 + gap:
-            emb = near(ea, rng) if returning_embedding == "same" else near(identity(rng)[2], rng)
+            emb = near(ea if returning_embedding == "same" else other, rng)
             dets.append(detection(f, *place, emb, index=1))
             tags.append("back")
     return dets, tags
@@ -164,6 +164,16 @@ def test_different_face_after_occlusion_gets_a_new_id(rng, place):
     ids = assign_tracks(dets)
     assert ids_of(ids, tags, "a") == {1}
     assert ids_of(ids, tags, "back") == {2}
+
+
+def test_a_cut_to_another_actor_in_the_same_framing_starts_a_new_track(rng):
+    """Shot / reverse shot: A's last frame, then B's first in the same place, no gap. The boxes
+    overlap, the embeddings say someone else: B merged into A's track, and a render or a
+    faceset filter "like A" then took B's frames for A's."""
+    ea, eb, _ = identity(rng)
+    dets = [detection(f, 500, 300, near(ea if f < 10 else eb, rng)) for f in range(20)]
+    ids = assign_tracks(dets)
+    assert set(ids[:10]) == {0} and set(ids[10:]) == {1}
 
 
 def test_face_gone_too_long_gets_a_new_id(rng):

@@ -81,10 +81,9 @@ def assign_tracks(detections: list[Detection], *, iou_min: float = 0.3, embed_ma
       - both have embeddings and their distance (to the mean of the track's recent
         embeddings) is <= `embed_max`: this re-identifies a face after an occlusion, a cut,
         or a jump too fast for the boxes to overlap.
-    One exception: for a track missing from the previous frame that had detections (a gap,
-    as opposed to a plate rendered every other frame) the overlap rule does not apply when
-    both embeddings are known and farther apart than `embed_max` (someone else stepped
-    into the place). Among allowed pairs the cost is (1 - IoU) + distance / embed_max (a missing
+    One exception: the overlap rule does not apply when both embeddings are known and farther
+    apart than `embed_max`: someone else in the place (a cut from one actor to another in the
+    same framing, or a gap someone else stepped into). Among allowed pairs the cost is (1 - IoU) + distance / embed_max (a missing
     embedding counts as distance = embed_max: no evidence either way) plus a small penalty
     per missing frame, so at a crossing the embeddings decide who is who. Faces left
     unmatched start new tracks; two faces of one frame never share a track.
@@ -107,10 +106,10 @@ def assign_tracks(detections: list[Detection], *, iou_min: float = 0.3, embed_ma
                     emb = detections[i].embedding
                     dist = None if ref is None or emb is None else float(np.linalg.norm(np.ravel(emb) - ref))
                     same_face = dist is not None and dist <= embed_max
-                    # Right after a gap a box in the old place is weak evidence: a known,
-                    # different face there is someone else (or the same face misread: a new
-                    # track is the cheaper mistake; a swapped identity replaces the wrong actor).
-                    overlap = iou[r, c] >= iou_min and (dist is None or same_face or track.last_frame == previous)
+                    # A box in the old place is weak evidence against a known, different face:
+                    # that is someone else (or the same face misread: a new track is the cheaper
+                    # mistake; a merged track swaps the wrong actor and trains on their face).
+                    overlap = iou[r, c] >= iou_min and (dist is None or same_face)
                     if not (overlap or same_face):
                         continue
                     evidence = 1.0 if dist is None else min(dist / embed_max, 2.0)

@@ -190,6 +190,28 @@ def test_colour_match_moves_the_prediction_onto_the_plate_face(method):
     assert out.dtype == np.float32 and np.isfinite(out).all()
 
 
+@pytest.mark.parametrize("method", ["rct", "lct", "mkl", "idt", "sot"])
+def test_colour_match_keeps_soft_edge_values_ordered_and_a_flat_face_tame(method):
+    """Pixels past the masked range (a soft matte's edge) keep their order and are not clipped
+    (idt held them at the range's end, sot turned brighter into darker); a flat prediction
+    matches the plate's mean only (a 1e-6 spread floor scaled a 0.01 edge step to 514)."""
+    from vfxswap.render.color_transfer import color_transfer
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0.5, 0.05, (64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:56, 8:56] = 1
+    pred = rng.normal(0.4, 0.03, (64, 64, 3)).astype(np.float32)
+    pred[0, :6] = [[0.6] * 3, [0.7] * 3, [0.9] * 3, [1.2] * 3, [2.0] * 3, [4.0] * 3]  # past the face's range
+    edge = color_transfer(pred, ref, mask, method)[0, :6, 0]
+    assert np.all(np.diff(edge) > 0.05), edge
+    flat = np.full((64, 64, 3), 0.5, np.float32)
+    flat[4:8] = 0.51  # the soft edge, a touch brighter
+    out = color_transfer(flat, ref, mask, method)
+    np.testing.assert_allclose(out[30, 30], ref[mask > 0.5].mean(0), atol=1e-3)
+    np.testing.assert_allclose(out[5, 30], ref[mask > 0.5].mean(0) + 0.01, atol=1e-3)
+
+
 def test_layers_comp_and_preview(shot, tmp_path):
     out = tmp_path / "out"
     report = render(_options(shot, out, frames="1001-1002", layers=True, comp=True, preview=True))

@@ -19,6 +19,7 @@ import numpy as np
 
 METHODS = ("rct", "lct", "mkl", "idt", "sot", "none")
 MIN_PIXELS = 16
+FLAT = 1e-4  # a masked spread below this (in the 0..1 encoding) is a flat face: only its mean is matched
 
 
 def _sqrtm(c: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -48,9 +49,16 @@ def _mkl(cp, cr):
 
 
 def _match_1d(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Map `values` through the quantile function taking `source`'s distribution to `target`'s."""
+    """Map `values` through the quantile function taking `source`'s distribution to `target`'s.
+    Past the ends of `source` the end offsets carry on at slope 1 (np.interp alone holds the end
+    value: a soft edge's brighter pixels all became one value, or darker than dimmer ones)."""
     qs = np.linspace(0.0, 1.0, 256)
-    return np.interp(values, np.quantile(source, qs), np.quantile(target, qs))
+    xs, ys = np.quantile(source, qs), np.quantile(target, qs)
+    out = np.interp(values, xs, ys)
+    low, high = values < xs[0], values > xs[-1]
+    out[low] = values[low] - xs[0] + ys[0]
+    out[high] = values[high] - xs[-1] + ys[-1]
+    return out
 
 
 def _idt(pred, p, r, iterations: int = 12, seed: int = 0) -> np.ndarray:
@@ -85,8 +93,11 @@ def color_transfer(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, method: 
     p, r = _pixels(pred, mask), _pixels(ref, mask)
     if method == "none" or len(p) < MIN_PIXELS:
         return pred
-    if method == "rct":
-        out = (pred - p.mean(0)) * (r.std(0) / np.maximum(p.std(0), 1e-6)) + r.mean(0)
+    spread = p.std(0)
+    if spread.max() < FLAT:  # nothing to learn a contrast from: a spread of 1e-6 scaled edges by 1e5
+        out = pred - p.mean(0) + r.mean(0)
+    elif method == "rct":
+        out = (pred - p.mean(0)) * np.where(spread < FLAT, 1.0, r.std(0) / np.maximum(spread, FLAT)) + r.mean(0)
     elif method in ("lct", "mkl"):
         out = _affine(pred, p, r, _lct if method == "lct" else _mkl)
     elif method == "idt":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfxswap.faces.track import (Detection, assign_tracks, box_iou, face_size, jitter, lag, smooth_detections,
-                                 smooth_track)
+from vfxswap.faces.track import (Detection, assign_tracks, box_iou, face_size, jitter, lag, sampling_step,
+                                 smooth_detections, smooth_track)
 
 
 def synthetic_face(size: float = 200.0) -> np.ndarray:
@@ -245,6 +245,20 @@ def test_fast_head_turn_is_followed(rng):
     smoothed = smooth_track(frames, raw)
     assert lag(smoothed, raw, size) < 0.02
     assert lag(smoothed, true, size) < lag(raw, true, size)
+
+
+def test_a_track_extracted_every_other_frame_is_smoothed_like_the_same_motion_in_time(rng):
+    """Every other frame extracted (--frames 1001-1100x2): each frame was its own segment, and
+    nothing was smoothed. Now the step is the track's; smoothing is as strong in time."""
+    true = wandering_face(160)
+    raw = noisy(true, rng)
+    size = face_size(true)
+    frames = np.arange(0, 160, 2)
+    assert sampling_step(frames) == 2 and sampling_step([5]) == 1
+    every_other = smooth_track(frames, raw[::2], 1.0, step=2)
+    assert jitter(every_other, size[::2]) < 0.5 * jitter(raw[::2], size[::2])
+    assert lag(smooth_track(frames, true[::2], step=2), true[::2], size[::2]) < 0.002  # no drag
+    assert np.array_equal(smooth_track(frames, raw[::2], 1.0), raw[::2])  # at step 1 these are all gaps
 
 
 def test_strength_orders_the_smoothing(rng):

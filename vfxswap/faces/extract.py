@@ -395,6 +395,7 @@ class Extractor:
             return faces
         dets = [track.Detection(f.frame, f.box, f.landmarks_raw, f.embedding, f.score or 1.0, f.face_index) for f in faces]
         ids = track.assign_tracks(dets)
+        step = track.sampling_step(self.fs.frame_stage(source))  # of every frame looked at, faces or not
         for f, tid in zip(faces, ids):
             f.track_id = int(tid)
         for tid in sorted(set(ids)):
@@ -405,7 +406,7 @@ class Extractor:
                     f.embedding = np.mean(measured, axis=0).astype(np.float32)
             frames = np.array([f.frame for f in members])
             raw = np.stack([f.landmarks_raw for f in members])
-            smoothed = track.smooth_track(frames, raw, self.opt.smooth)
+            smoothed = track.smooth_track(frames, raw, self.opt.smooth, step)
             for f, pts in zip(members, smoothed):
                 f.landmarks = pts.astype(np.float32)
         return faces

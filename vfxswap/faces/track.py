@@ -302,12 +302,14 @@ def _smooth_segment(pts: np.ndarray, strength: float) -> np.ndarray:
     return np.stack([out.real, out.imag], -1)
 
 
-def smooth_track(frames: np.ndarray, points: np.ndarray, strength: float = 1.0) -> np.ndarray:
+def smooth_track(frames: np.ndarray, points: np.ndarray, strength: float = 1.0, step: int = 1) -> np.ndarray:
     """Smoothed landmarks (T, 68, 2) for one track: `frames` (T,) its frame numbers, `points`
     (T, 68, 2) its landmarks in plate pixels.
 
     `strength` 0 (or less) returns the input unchanged, 1 is the default, 2 halves the cutoffs (more
-    smoothing, longer blur of sudden moves). Frames need not be sorted; a break in the frame
+    smoothing, longer blur of sudden moves). Frames need not be sorted. `step` is the plate's
+    sampling step (2 for a plate extracted every other frame: the cutoffs then double in
+    samples, the same in time; `sampling_step` finds it); any other difference in the frame
     numbers splits the track into segments smoothed on their own (nothing is interpolated
     across an occlusion). Segments of one frame are returned as they are. Zero-phase and
     normalised by face size (see the notes above `FC_MIN`), so a steady move never lags and
@@ -328,24 +330,32 @@ def smooth_track(frames: np.ndarray, points: np.ndarray, strength: float = 1.0) 
         raise ValueError("smooth_track: a frame appears twice in one track")
     work = pts[order].astype(np.float64)
     out = work.copy()
-    breaks = np.flatnonzero(np.diff(sorted_frames) != 1) + 1
+    breaks = np.flatnonzero(np.diff(sorted_frames) != step) + 1
     for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(work)]):
         if stop - start >= 2:
-            out[start:stop] = _smooth_segment(work[start:stop], strength)
+            out[start:stop] = _smooth_segment(work[start:stop], strength / step)
     result = np.empty_like(out)
     result[order] = out
     return result.astype(dtype, copy=False)
 
 
+def sampling_step(frames) -> int:
+    """The step of the frames a plate was sampled at: 1, or 2 when every other frame was
+    extracted (without it each frame of such a track was a segment of its own, unsmoothed)."""
+    frames = np.unique(np.asarray(list(frames)))
+    return int(np.diff(frames).min()) if len(frames) > 1 else 1
+
+
 def smooth_detections(detections: list[Detection], track_ids: list[int], strength: float = 1.0) -> list[np.ndarray]:
     """Smoothed (68, 2) landmarks for every detection (same order), each track on its own."""
     out: list[np.ndarray] = [np.asarray(d.landmarks) for d in detections]
+    step = sampling_step(d.frame for d in detections)
     by_track: dict[int, list[int]] = {}
     for i, track in enumerate(track_ids):
         by_track.setdefault(track, []).append(i)
     for members in by_track.values():
         frames = np.array([detections[i].frame for i in members])
         points = np.stack([np.asarray(detections[i].landmarks, np.float64) for i in members])
-        for i, smoothed in zip(members, smooth_track(frames, points, strength)):
+        for i, smoothed in zip(members, smooth_track(frames, points, strength, step)):
             out[i] = smoothed
     return out

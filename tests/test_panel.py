@@ -122,3 +122,28 @@ def test_missing_fields_are_reported_not_raised(app):
     panel = SwapPanel()
     assert not panel.run()
     assert "error: no model given" in panel.log_view.toPlainText()
+
+
+def test_the_panel_command_takes_its_options_and_stops_on_sigterm(tmp_path):
+    """`vfxswap panel --help` and `--model m` were refused (argparse's REMAINDER dropped leading
+    options), and a SIGTERM left the window running until kill -9."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    helped = subprocess.run([sys.executable, "-m", "vfxswap", "panel", "--help"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert helped.returncode == 0 and "--model" in helped.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "vfxswap", "panel", "--model", str(tmp_path / "m")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # up and in Qt's loop
+    assert proc.poll() is None, proc.communicate()[1][-1000:]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("SIGTERM did not stop the panel")

@@ -620,9 +620,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["panel"]:  # its own parser (and Qt's options): argparse's REMAINDER drops leading options
+        from vfxswap.hosts.panel import main as panel_main
+
+        return panel_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()

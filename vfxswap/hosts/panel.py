@@ -10,6 +10,7 @@ the UI thread through Qt signals (queued), so the UI never waits on the engine.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -345,6 +346,12 @@ def main(argv=None) -> int:
     panel.set_fields(model=args.model, plates=args.plates, faceset=args.faceset, out=args.out, frames=args.frames)
     panel.resize(1000, 620)
     panel.show()
+    # SIGTERM (a session logout, `timeout`, a wrapper) closes the window like its close box, which
+    # cancels a running job; Qt's loop only lets Python run its handler when a timer wakes it
+    signal.signal(signal.SIGTERM, lambda *_: panel.close())
+    wake = QtCore.QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
     return exec_(app)
 
 

@@ -114,6 +114,17 @@ def test_resume_refuses_a_preset_that_asks_for_another_model(synthetic, tmp_path
     assert load_model(tmp_path / "m")[1]["train"]["preset"] == "quick"
 
 
+def test_resuming_a_finished_model_leaves_its_files_as_they_are(synthetic, tmp_path):
+    """`--resume --iters N` on a model already at N (a second `vfxswap demo`, a farm retry of a
+    finished task) rewrote every file: a new backup, a new manifest hash, and so other bytes in
+    the header of every layer rendered after."""
+    a, b = synthetic
+    train(_options(a, b, tmp_path / "m", iters=2))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()}
+    assert train(_options(a, b, tmp_path / "m", iters=2, resume=True)) == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()} == before
+
+
 def test_face_files_deleted_by_hand_are_left_out(synthetic, tmp_path):
     """Pruning bad faces by deleting their files (DeepFaceLab's habit) must not kill a loader
     worker mid-run: those faces are left out, with a warning."""

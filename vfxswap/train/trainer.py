@@ -470,6 +470,7 @@ class Trainer:
         if bar is not None:
             bar.update(self.iteration)
         self._samples, self._t0 = 0, time.time()
+        started = self.iteration
         in_flight = None  # the last step queued; the loop reads its figures after queuing the next
         try:
             self._take_snapshot()
@@ -515,7 +516,9 @@ class Trainer:
                 loader.close()
         if self.world > 1:
             self.ranks_identical = self._ranks_agree()
-        if self.main:
+        # a resumed model already at --iters is left as it is: rewritten, its bytes and manifest
+        # hash would change, and with them the header of every layer rendered with it after
+        if self.main and (self.iteration != started or not self.resuming):
             self.save()
             self.preview()
         if self.world > 1:

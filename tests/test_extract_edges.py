@@ -77,8 +77,7 @@ def test_a_failed_start_leaves_no_settings_behind(tmp_path):
         assert not out.exists()  # checked before the faceset is made
     with pytest.raises(VfxSwapError, match="unknown face backend"):
         extract(str(stills), str(out), ExtractOptions(backend="nope", size=32))
-    with Faceset(out) as fs:
-        assert fs.meta("size") is None
+    assert not out.exists()  # the backend failed to load: no faceset, not an empty one
     assert extract(str(stills), str(out), ExtractOptions(**OPTS)).faces == 1
     bad = _cli("extract", stills, "--out", tmp_path / "fs2", "--size", "0")
     assert bad.returncode == 1 and "--size 0" in bad.stderr and "Traceback" not in bad.stderr
@@ -112,3 +111,12 @@ def test_other_detection_settings_detect_the_frames_again(tmp_path, caplog):
     assert "min_size 1000" in line
     same = extract(str(stills), out, ExtractOptions(**OPTS))  # the same settings: resumed, not redone
     assert same.frames_skipped == 1 and same.frames_detected == 0 and same.faces == 1
+
+
+def test_a_start_that_fails_after_the_options_leaves_no_faceset(tmp_path):
+    """An OCIO config or backend that cannot load left an empty faceset behind, which a farm
+    export then took as extracted (and dropped its Extract step)."""
+    stills = _stills(tmp_path / "stills", ("a.png",))
+    with pytest.raises(VfxSwapError):
+        extract(str(stills), str(tmp_path / "fs"), ExtractOptions(ocio=str(tmp_path / "no.ocio"), **OPTS))
+    assert not (tmp_path / "fs").exists()

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -698,10 +699,16 @@ def extract(src: str, faceset_dir: str, options: ExtractOptions | None = None) -
     options = options or ExtractOptions()
     options.check()
     source = open_source(src, options)
-    with Faceset(faceset_dir, create=True) as fs:
-        extractor = Extractor(fs, options)
-        fs.check_settings(face_type=options.face_type, size=options.size, encoding=ENCODING_NAME)
-        return extractor.run(source)
+    new = not Path(faceset_dir).exists()
+    try:
+        with Faceset(faceset_dir, create=True) as fs:
+            extractor = Extractor(fs, options)  # loads the backend and the OCIO config: may fail
+            fs.check_settings(face_type=options.face_type, size=options.size, encoding=ENCODING_NAME)
+            new = False  # started: from here the faceset holds work worth keeping
+            return extractor.run(source)
+    finally:
+        if new:  # a start that failed: an empty faceset would read as extracted (a farm job skips Extract)
+            shutil.rmtree(faceset_dir, ignore_errors=True)
 
 
 def reference_embeddings(paths: list[str], options: ExtractOptions | None = None) -> list[np.ndarray]:

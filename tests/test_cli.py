@@ -143,3 +143,18 @@ def test_movie_to_exr_sequence_on_real_footage(shared_data, tmp_path):
     assert 0.0 <= float(img.pixels.min()) and float(img.pixels.max()) <= 1.01  # sRGB code 1.0 -> linear 1.0
     fps = img.attribute("framesPerSecond")
     assert fps is not None and fps[0] / fps[1] == pytest.approx(25.0)
+
+
+def test_a_bad_value_for_the_whole_run_is_one_line_before_any_frame(tmp_path):
+    """An unknown colour space, display or pixel type printed an error for every frame (and a
+    render left its manifests behind): it is checked once, before any frame."""
+    src = make_plates(tmp_path / "src")
+    for args in (("plates", "convert", src, tmp_path / "c" / "p.####.exr", "--to-space", "Bogus"),
+                 ("plates", "convert", src, tmp_path / "c" / "p.####.exr", "--dtype", "bogus"),
+                 ("plates", "convert", src, tmp_path / "c" / "p.####.exr", "--view", "Bogus"),
+                 ("render", "--model", "passthrough", "--plates", src, "--out", tmp_path / "r",
+                  "--plate-space", "Bogus")):
+        out = run(*args)
+        assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Bogus" in out.stderr or "bogus" in out.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()

@@ -22,7 +22,7 @@ from vfxswap.color import (ColorPipeline, NonFinite, apply_threaded, count_nonfi
 from vfxswap.errors import VfxSwapError
 from vfxswap.plates.frames import (STILL_FRAME, FramePattern, Sequence, format_frames, is_movie, parse_frames,
                                    select_frames)
-from vfxswap.plates.image import Image, read_image, read_info, write_image
+from vfxswap.plates.image import DTYPES, Image, read_image, read_info, write_image
 from vfxswap.progress import progress
 
 log = logging.getLogger("vfxswap")
@@ -163,6 +163,13 @@ def convert(src: str, dst: str, *, frames: str | None = None, start: int = 1001,
     """
     source = FrameSource.open(src, frames, start)
     choice = resolve_config(ocio)
+    # values for the whole run are checked once, here: not one error line per frame
+    names = ColorPipeline(config=choice, display=display, view=view)  # an unknown display or view fails here
+    for space in (from_space, to_space):
+        if space:
+            names.space_name(space)
+    if dtype is not None and dtype not in DTYPES:
+        raise VfxSwapError(f"unknown pixel type {dtype!r} (choose from {', '.join(DTYPES)})")
     if is_movie(dst):
         return _to_movie(source, dst, choice, from_space, display, view, fps, exact, on_frame)
     pattern = FramePattern.parse(dst)

@@ -156,6 +156,8 @@ class Renderer:
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
             ModelPredictor(o.model, o.device)
         self.choice = resolve_config(o.ocio)
+        if o.plate_space:  # checked once for the run, not failed frame by frame
+            ColorPipeline(o.plate_space, config=self.choice)
         # The soft matte's reach beyond the face box: dilation, then the blur's kernel (OpenCV
         # cuts a Gaussian at 4 sigma), so the data window never clips it.
         self.margin = PAD + max(0, math.ceil(-o.erode)) + math.ceil(4 * max(0.0, o.blur))

@@ -149,6 +149,11 @@ def test_bad_job_input_is_one_clear_error(tmp_path):
     with pytest.raises(VfxSwapError, match="untrained"):
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", train=TrainStep(src="a",
                                                                                                 release_ref="R", iters=0))
+    with pytest.raises(VfxSwapError, match="--render-device gpu0"):  # would fail only on the farm
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", render_options={"device": "gpu0"})
+    with pytest.raises(VfxSwapError, match="--preset huge"):
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1",
+                train=TrainStep(src="a", release_ref="R", preset="huge"))
     with pytest.raises(VfxSwapError, match="shell word list"):  # every task's shell would fail on it
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", engine="'/opt/vfx swap/vfxswap")
     (tmp_path / "a file").write_text("")

@@ -344,6 +344,12 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the fan backend (cpu, cuda)")
 
 
+# render's choices, for `render` and for the render step of `farm bundle` (which must refuse a
+# bad value here, not fail on the farm); render.render checks the same names at run time
+MASK_CHOICES = ("product", "learned", "hull")
+COLOR_CHOICES = ("rct", "lct", "mkl", "idt", "sot", "none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vfxswap", description=(
         "Face replacement for VFX: plates in, a premultiplied RGBA EXR face layer out, in the "
@@ -503,10 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for face.####.exr")
     p.add_argument("--frames", help="frames to render (default: all)")
     p.add_argument("--start", type=int, default=1001, help="a movie plate's first frame number (as at extraction)")
-    p.add_argument("--mask", default="product", choices=("product", "learned", "hull"))
+    p.add_argument("--mask", default="product", choices=MASK_CHOICES)
     p.add_argument("--erode", type=float, default=0.0, help="erode the mask by N plate pixels (negative dilates)")
     p.add_argument("--blur", type=float, default=0.0, help="blur the mask edge (Gaussian sigma, plate pixels)")
-    p.add_argument("--color", default="rct", choices=("rct", "lct", "mkl", "idt", "sot", "none"),
+    p.add_argument("--color", default="rct", choices=COLOR_CHOICES,
                    help="colour match to the plate's face, inside the mask, in the model encoding: rct mean/spread "
                         "per channel; lct covariance; mkl least-change covariance; idt/sot distribution transfer")
     p.add_argument("--name", default="face", help="output file name before the frame number")
@@ -547,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the bundle folder")
     p.add_argument("--format", choices=("openjd", "opencue", "deadline10"), default="openjd",
                    help="openjd: template.yaml + parameter_values.yaml (default)")
-    p.add_argument("--mask")
-    p.add_argument("--color")
+    p.add_argument("--mask", choices=MASK_CHOICES)  # checked here: a bad one would fail only on the farm
+    p.add_argument("--color", choices=COLOR_CHOICES)
     p.add_argument("--layers", action="store_true")
     p.add_argument("--comp", action="store_true")
     p.add_argument("--render-device", help="torch device for rendering (cpu, cuda)")

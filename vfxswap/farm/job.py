@@ -9,6 +9,7 @@ and puts in its own frame tokens.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
@@ -60,6 +61,15 @@ class FarmJob:
             raise VfxSwapError(f"--train-gpus {self.train.gpus}: must be at least 1")
         if self.train is not None and self.train.iters < 1:
             raise VfxSwapError(f"--iters {self.train.iters}: must be at least 1 (0 would render an untrained model)")
+        for what, device in (("--render-device", self.render_options.get("device")),
+                             ("--train-device", self.train.device if self.train else None)):
+            if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+                raise VfxSwapError(f"{what} {device}: choose auto, cpu, cuda or cuda:N")
+        if self.train is not None:
+            from vfxswap.models import PRESETS
+
+            if self.train.preset not in PRESETS:
+                raise VfxSwapError(f"--preset {self.train.preset}: choose from {', '.join(PRESETS)}")
         try:
             words = shlex.split(self.engine)
         except ValueError as exc:  # what each task's shell would fail on, on every node

@@ -158,3 +158,12 @@ def test_a_bad_value_for_the_whole_run_is_one_line_before_any_frame(tmp_path):
         assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Bogus" in out.stderr or "bogus" in out.stderr
     assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()
+
+
+def test_doctor_and_demo_fail_in_one_line_on_what_they_cannot_use(tmp_path):
+    """doctor with a config it cannot load exited 0; demo took --frames 0 and failed after work."""
+    doctor = run("doctor", "--ocio", tmp_path / "none.ocio")
+    assert doctor.returncode == 1 and "none.ocio" in doctor.stdout + doctor.stderr
+    demo = run("demo", "--out", tmp_path / "d", "--frames", "0")
+    assert demo.returncode == 1 and demo.stderr.strip().splitlines() == ["vfxswap: error: --frames 0: must be at least 2"]
+    assert not (tmp_path / "d").exists()

@@ -263,3 +263,10 @@ def test_a_movie_plate_renders_over_its_frames_in_scene_linear(shot, tmp_path):
     diff = np.abs(layer.pixels[..., :3] - under * alpha)[inside]
     print(f"movie passthrough vs decoded plate inside the face: mean {diff.mean():.4f}, p99 {np.percentile(diff, 99):.4f}")
     assert diff.mean() < 0.01  # resampled through the aligned face; display-encoded values would be ~0.2 off
+
+
+def test_a_track_the_faceset_does_not_hold_is_one_line(shot, tmp_path):
+    """--track 5 with no track 5 wrote empty layers for every frame and exited 0."""
+    with pytest.raises(VfxSwapError, match="--track 5: no such track"):
+        render(_options(shot / "plates" / "plate.####.exr", shot / "faceset", tmp_path / "out", track=5))
+    assert not (tmp_path / "out").exists()

@@ -42,7 +42,7 @@ def cmd_doctor(args) -> int:
 
     data = collect(args.ocio)
     print(json.dumps(data, indent=2) if args.json else format_report(data))
-    return 0
+    return 1 if "error" in data["ocio"] else 0  # nothing colour-managed can run: a script must see it
 
 
 def cmd_plates_info(args) -> int:

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vfxswap.errors import VfxSwapError
+
 log = logging.getLogger("vfxswap")
 RELEASE_REF = "public domain: NASA portrait of Eileen Collins (scikit-image astronaut); demo only"
 
@@ -75,6 +77,9 @@ def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 250, batch: in
     from vfxswap.render import RenderOptions, render
     from vfxswap.train.trainer import TrainOptions, train
 
+    for name, value, least in (("--frames", frames, 2), ("--iters", iters, 1), ("--batch", batch, 1)):
+        if value < least:  # before anything is made, not after a minute of extraction
+            raise VfxSwapError(f"{name} {value}: must be at least {least}")
     root = Path(out)
     started = time.time()
     step = lambda what: print(f"[{time.time() - started:6.1f} s] {what}", flush=True)

@@ -221,6 +221,10 @@ class Renderer:
             held = "no faces were found in them" if key in sources else \
                 f"it holds {', '.join(sources[:3]) or 'nothing'}"
             raise VfxSwapError(f"{self.opt.faceset}: no faces of {key} ({held})")
+        if self.opt.track is not None and self.opt.track not in {r.track_id for r in rows}:
+            have = sorted({r.track_id for r in rows if r.track_id is not None})
+            raise VfxSwapError(f"--track {self.opt.track}: no such track in {self.opt.faceset} for these plates "
+                               f"(tracks: {', '.join(map(str, have)) or 'none'}; vfxswap faceset info lists them)")
         tracks = self._tracks_like(rows) if self.opt.like else None
         by_frame: dict[int, list[FaceRow]] = {}
         for r in rows:

@@ -91,7 +91,6 @@ def assign_tracks(detections: list[Detection], *, iou_min: float = 0.3, embed_ma
     order = sorted(range(len(detections)), key=lambda i: (detections[i].frame, detections[i].index, i))
     ids = [-1] * len(detections)
     tracks: list[_Track] = []
-    previous = None  # the last frame that had detections: tracks seen there are continuing
     for frame, group in groupby(order, key=lambda i: detections[i].frame):
         group = list(group)
         live = [t for t in tracks if 0 < frame - t.last_frame <= max_gap]
@@ -128,7 +127,6 @@ def assign_tracks(detections: list[Detection], *, iou_min: float = 0.3, embed_ma
             if det.embedding is not None:
                 track.embeddings = (track.embeddings + [np.asarray(det.embedding, np.float64).ravel()])[-_EMBED_MEMORY:]
             ids[i] = track.id
-        previous = frame
     return ids
 
 

@@ -156,14 +156,14 @@ class Renderer:
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
             ModelPredictor(o.model, o.device)
         self.choice = resolve_config(o.ocio)
-        if o.plate_space:  # checked once for the run, not failed frame by frame
-            ColorPipeline(o.plate_space, config=self.choice)
+        # a --plate-space is the whole run's (an unknown one fails here, once, not frame by
+        # frame); without it the first plate's header decides (render_frame)
+        self.pipe = ColorPipeline(o.plate_space, config=self.choice) if o.plate_space else None
         # The soft matte's reach beyond the face box: dilation, then the blur's kernel (OpenCV
         # cuts a Gaussian at 4 sigma), so the data window never clips it.
         self.margin = PAD + max(0, math.ceil(-o.erode)) + math.ceil(4 * max(0.0, o.blur))
         self.extracted: set[int] = set()  # plate frames through both extraction passes (smoothed)
         self.faces = self._faces()
-        self.pipe: ColorPipeline | None = None
 
     def _decoded_movie(self) -> str:
         """A movie plate's frames as a scene-linear EXR sequence beside the layers (OUT/.plates),
@@ -278,7 +278,7 @@ class Renderer:
             raise VfxSwapError(f"{self.seq.path(frame)}: not extracted into {self.opt.faceset} "
                                f"(run vfxswap extract over this frame)")
         if self.pipe is None:
-            self.pipe = ColorPipeline.for_image(plate_img, plate_space=self.opt.plate_space, config=self.choice)
+            self.pipe = ColorPipeline.for_image(plate_img, config=self.choice)
         plate = plate_img.on_display_window()
         h, w = plate.shape[:2]
         disp = plate_img.display_window
@@ -429,7 +429,7 @@ class Renderer:
             for frame in done:
                 layer = read_image(self.pattern.path(frame))
                 comp = self._comp(frame, layer)
-                pipe = self.pipe or ColorPipeline.for_image(comp, plate_space=self.opt.plate_space, config=self.choice)
+                pipe = self.pipe or ColorPipeline.for_image(comp, config=self.choice)
                 yield pipe.to_display(comp.on_display_window(), where=f"preview frame {frame}")
 
         if done:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.plates.frames import parse_frames
+from vfxswap.plates.frames import contiguous_runs, parse_frames
 
 
 @dataclass
@@ -121,14 +121,8 @@ class FarmJob:
         every export and report agrees with the bundle): each gap-free run of frames is split into
         as few chunks of at most `chunk` frames as it needs, balanced so their sizes differ by at
         most one (a 15-frame run in chunks of 7 gives 5 + 5 + 5, not 7 + 7 + 1)."""
-        frames = parse_frames(self.frames)
-        runs, start = [], 0
-        for i in range(1, len(frames) + 1):
-            if i == len(frames) or frames[i] != frames[i - 1] + 1:
-                runs.append((frames[start], frames[i - 1]))
-                start = i
         out: list[tuple[int, int]] = []
-        for first, last in runs:
+        for first, last in contiguous_runs(parse_frames(self.frames)):
             n = last - first + 1
             count = -(-n // max(1, self.chunk))
             size, extra = divmod(n, count)

@@ -140,20 +140,22 @@ def parse_frames(text: str) -> list[int]:
     return sorted(frames)
 
 
+def contiguous_runs(frames) -> list[tuple[int, int]]:
+    """(first, last) of each gap-free run of a set of frames, in order: 1001-1003,1005 ->
+    [(1001, 1003), (1005, 1005)]."""
+    frames = sorted(set(frames))
+    runs = []
+    for frame in frames:
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], frame)
+        else:
+            runs.append((frame, frame))
+    return runs
+
+
 def format_frames(frames) -> str:
     """The shortest `a-b,c` text for a set of frames (the inverse of `parse_frames` for step 1)."""
-    frames = sorted(set(frames))
-    if not frames:
-        return ""
-    parts, start, prev = [], frames[0], frames[0]
-    for frame in frames[1:] + [None]:
-        if frame is not None and frame == prev + 1:
-            prev = frame
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if frame is not None:
-            start = prev = frame
-    return ",".join(parts)
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in contiguous_runs(frames))
 
 
 def frame_runs(frames) -> list[tuple[int, int, int]]:

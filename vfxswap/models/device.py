@@ -25,10 +25,10 @@ def pick_device(name: str | torch.device) -> torch.device:
 
 
 def bf16_by_default(device: torch.device) -> bool:
-    """Train under bf16 autocast unless asked otherwise? On CUDA yes; on a CPU only where it has
-    bf16 arithmetic in hardware (AMX-BF16 or AVX512-BF16: about twice as fast there). Elsewhere
-    bf16 is emulated and slower than fp32, so fp32 it is."""
-    if device.type == "cuda":  # Ampere and later; before, bf16 is emulated and slower than fp32
+    """Train under bf16 autocast unless asked otherwise? Only where bf16 arithmetic is in
+    hardware: GPUs from Ampere on, CPUs with AMX-BF16 or AVX512-BF16 (about twice as fast there).
+    Elsewhere bf16 is emulated and slower than fp32, so fp32 it is."""
+    if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     return device.type == "cpu" and bool(cpu_bf16_flags())
 

@@ -1,16 +1,16 @@
 """Extraction benchmark: frames/s of `extract` on 1080p scene-linear plates, and where the time goes.
 
-Run:  python bench/extract.py [--frames 24] [--backend dlib|fan] [--device cpu|cuda] [--size 256]
-                              [--detect-side 960] [--workdir DIR] [--json out.json]
+Run:  python bench/extract.py [--frames 24] [--detector dlib|dlib-cnn|s3fd] [--landmarker dlib|fan]
+                              [--device cpu|cuda] [--size 256] [--detect-side 960] [--workdir DIR] [--json out.json]
 
 Plates (made once, untimed): N frames of the real GRID clip (one talking face), sRGB code values
 -> scene-linear ACEScg (OCIO), 360x288 scaled to 1350x1080 and centred on a dark-grey 1920x1080
 canvas, alpha 1, half ZIP EXR tagged ACEScg, plate.####.exr from 1001. Without the shared data,
 skimage's astronaut drifting 3 px a frame stands in (the output says so).
-Timed: one extract(pattern, faceset, ExtractOptions(backend, size)) over every frame, both passes
+Timed: one extract(pattern, faceset, ExtractOptions(detector, landmarker, size)) over every frame, both passes
 (detect; then track, smooth, align, write), into a fresh faceset, after an untimed 2-frame run
 into a throwaway one; what that cost beyond the per-frame rate is shown as process setup (imports,
-numba, OCIO, backend models and the identity network, which are loaded once per process).
+numba, OCIO, detector and landmarker models and the identity network, which are loaded once per process).
 Figures: fps = frames / wall of the timed call (target >= 8 on this 2-core machine); ms/frame per
 stage from report.timings, summed over the extractor's threads; `decode` is the main thread's
 wait for the read-ahead reader (plates are read once: pass 2 reuses regions kept from pass 1).
@@ -38,7 +38,9 @@ import OpenImageIO as oiio
 
 from vfxswap.color.pipeline import ColorPipeline
 from vfxswap.errors import VfxSwapError
-from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faces import DETECTORS, LANDMARKERS
+from vfxswap.faces.extract import extract
+from vfxswap.jobspec import ExtractOptions
 from vfxswap.plates import Image, write_image
 
 GRID = Path("/work/shared/data/videos/grid/bbaf2n.mpg")
@@ -108,9 +110,13 @@ def run_extract(pattern: str, out: Path, opts: ExtractOptions) -> dict:
             "frames_aligned": rep.frames_aligned, "faces": rep.faces, "failed": rep.failed}
 
 
+def faces(args) -> str:
+    return f"detector {args.detector} + landmarker {args.landmarker}"
+
+
 def report(res: dict, base: dict, n: int, args) -> None:
     ms = lambda s: f"{s * 1e3 / n:8.1f}"
-    print(f"\nplates: {res['source']}; {n} frames 1920x1080 half ZIP ACEScg; backend {args.backend} "
+    print(f"\nplates: {res['source']}; {n} frames 1920x1080 half ZIP ACEScg; {faces(args)} "
           f"({args.device}), size {args.size}, detect side {args.detect_side}")
     setup = f"{res['setup_s']:.1f} s" if "setup_s" in res else "n/a"
     print(f"one-off: making plates {res['make_s']:.1f} s (untimed); process setup {setup} "
@@ -119,8 +125,8 @@ def report(res: dict, base: dict, n: int, args) -> None:
           f"bare view (to_display @{args.detect_side}) {base['bare_view'] * 1e3:.1f}; "
           f"bare dlib HOG {base['bare_hog'] * 1e3:.1f}")
     if "error" in res:
-        print(f"\n{args.backend} backend: {res['error']}")
-        print(f"\nSUMMARY: extract {args.backend} not measured (backend unavailable, see above); baselines only")
+        print(f"\n{faces(args)}: {res['error']}")
+        print(f"\nSUMMARY: extract {faces(args)} not measured (unavailable, see above); baselines only")
         return
     t, wall = res["timings_s"], res["wall_s"]
     rows = [k for k in STAGES if k in t] + sorted(k for k in t if k not in STAGES)
@@ -144,7 +150,7 @@ def report(res: dict, base: dict, n: int, args) -> None:
           f"every frame {hog:.0%}")
     print(f"faces {res['faces']} in {res['frames_detected']} frames detected, {res['frames_aligned']} aligned"
           + (f"; FAILED frames {sorted(res['failed'])}" if res["failed"] else ""))
-    print(f"\nSUMMARY: extract {args.backend} {fps:.2f} frames/s at 1080p ({n} frames, {wall:.1f} s) "
+    print(f"\nSUMMARY: extract {faces(args)} {fps:.2f} frames/s at 1080p ({n} frames, {wall:.1f} s) "
           f"{'PASS' if fps >= TARGET_FPS else 'FAIL'} (>= {TARGET_FPS:g}); decode {t.get('decode', 0) / wall:.0%}, "
           f"detect {t.get('detect', 0) / wall:.0%}, landmarks {t.get('landmarks', 0) / wall:.0%}, "
           f"align {t.get('align', 0) / wall:.0%}, write {t.get('write', 0) / wall:.0%} of wall")
@@ -153,9 +159,9 @@ def report(res: dict, base: dict, n: int, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=24, help="plates to extract (default 24)")
-    ap.add_argument("--backend", default="dlib", choices=("dlib", "dlib-cnn", "fan"),
-                    help="face backend (default dlib)")
-    ap.add_argument("--device", default="cpu", help="torch device for fan (cpu, cuda)")
+    ap.add_argument("--detector", default="dlib", choices=tuple(DETECTORS), help="face detector (default dlib)")
+    ap.add_argument("--landmarker", default="dlib", choices=tuple(LANDMARKERS), help="landmarker (default dlib)")
+    ap.add_argument("--device", default="cpu", help="torch device for s3fd and fan (cpu, cuda)")
     ap.add_argument("--size", type=int, default=256, help="aligned face size (default 256)")
     ap.add_argument("--detect-side", type=int, default=960, help="detector working size, longest side (default 960)")
     ap.add_argument("--workdir", help="where plates and facesets go (default: a temporary folder)")
@@ -174,7 +180,8 @@ def main() -> None:
         res["make_s"] = now() - t0
         for old in ("warm", "faceset"):  # facesets resume: a reused --workdir must start clean
             shutil.rmtree(work / old, ignore_errors=True)
-        opts = ExtractOptions(frames=f"{FIRST}-{FIRST + n - 1}", backend=args.backend, device=args.device,
+        opts = ExtractOptions(frames=f"{FIRST}-{FIRST + n - 1}", detector=args.detector,
+                              landmarker=args.landmarker, device=args.device,
                               size=args.size, detect_side=args.detect_side)
         try:
             print("warm-up (2 frames, untimed) ...", flush=True)

@@ -49,13 +49,14 @@ def main() -> None:
 
     from conftest import make_astronaut_shot
     from vfxswap.farm.job import FarmJob
-    from vfxswap.train.trainer import TrainOptions, train
+    from vfxswap.jobspec import TrainOptions
+    from vfxswap.train.trainer import train
 
     work = Path(tempfile.mkdtemp(prefix="vfxswap-bench-farm-"))
     try:
         shot = make_astronaut_shot(work, frames=opts.frames)
         train(TrainOptions(src=str(shot / "faceset"), dst=str(shot / "faceset"), model_dir=str(work / "model"),
-                           release_ref={"A": "REL-BENCH", "B": "REL-BENCH"}, iters=2, batch=2, workers=0,
+                           release_ref="REL-BENCH", iters=2, batch=2, workers=0,
                            quiet=True, preview_every=1000, save_every=1000))
         last = 1000 + opts.frames
         job = FarmJob(plates=str(shot / "plates" / "plate.####.exr"), model=str(work / "model"),

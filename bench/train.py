@@ -42,7 +42,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vfxswap.models.nets import PRESETS, FaceModel, count_params, flops_per_sample
+from vfxswap.models import ARCHITECTURES, build_model
+from vfxswap.models.config import PRESETS
+from vfxswap.models.nets import FaceModel, count_params, flops_per_sample
 from vfxswap.train.trainer import Pair, forward_losses, guarded_update
 
 TARGET, BUDGET = 0.40, 12 * 2**30
@@ -53,7 +55,7 @@ now = time.perf_counter
 
 def meta_model(config) -> FaceModel:
     with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
-        return FaceModel(config)
+        return build_model(config)
 
 
 def synthetic(n: int, r: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -77,7 +79,7 @@ class Runner:
     def __init__(self, config, device, batches, *, bf16=False, cl=False, fused=False, compile=False,
                  benchmark=False):
         self.device, self.bf16, self.benchmark, self.skipped = device, bf16, benchmark, 0
-        self.model = FaceModel(config, seed=0).to(device)
+        self.model = build_model(config, seed=0).to(device)
         fmt = torch.channels_last if cl else torch.contiguous_format
         self.model.to(memory_format=fmt)
         self.params = list(self.model.parameters())
@@ -154,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cuda = torch.cuda.is_available()
     ap.add_argument("--presets", default="quick,sae-256" if cuda else "quick", help=f"from {', '.join(PRESETS)}")
-    ap.add_argument("--arch", choices=("df", "liae"), default="df")
+    ap.add_argument("--arch", choices=ARCHITECTURES.names(), default="df")
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--batch", type=int, default=16 if cuda else 8, help="per identity (default 16 CUDA, 8 CPU)")
     ap.add_argument("--steps", type=int, default=30 if cuda else 10, help="timed steps per variant")

@@ -164,14 +164,13 @@ def source_range(item, first, last):
 
 
 def engine_job(plate, first, last, model, out, options=None):
-    """The RenderJob for frames first-last of `plate` (printf pattern). `options` are engine flags
-    (e.g. {"mask": "product", "comp": True}); "faceset" goes to the job."""
+    """The RenderJob for frames first-last of `plate` (printf pattern). `options` are any
+    `vfxswap render` options (e.g. {"mask": "product", "comp": True, "faceset": "/path"}), checked
+    by RenderJob: an unknown one or a bad value is one line naming it."""
     from vfxswap.hosts import RenderJob
 
-    options = dict(options or {})
-    faceset = options.pop("faceset", None) or None
-    return RenderJob(model=model, plates=str(plate), out=str(out), faceset=faceset,
-                     frames=f"{int(first)}-{int(last)}", options=options,
+    return RenderJob(model=model, plates=str(plate), out=str(out), frames=f"{int(first)}-{int(last)}",
+                     options=dict(options or {}),
                      python=os.environ.get("VFXSWAP_PYTHON") or sys.executable)
 
 

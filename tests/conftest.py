@@ -1,36 +1,54 @@
 """Shared fixtures: the real test data beside the project, and small synthetic images.
 
-Real data lives in `../shared/data` (see its SOURCES.md). It is not part of the product: a
-fresh clone has no `../shared`, so every test that needs it skips cleanly when it is absent.
-Nothing from there is ever copied into the repository.
+Real data lives in `../shared/data` (see its SOURCES.md), or wherever `VFXSWAP_SHARED_DATA`
+points. It is not part of the product: a fresh clone has no `../shared`, so every test that
+needs it skips cleanly when it is absent, unless `VFXSWAP_REQUIRE_DATA=1` is set (CI sets it):
+then a missing folder or file fails the test instead, so data that went missing cannot turn
+into a quietly green run. Every such skip goes through `need_shared`. Nothing from there is
+ever copied into the repository.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("VFXSWAP_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+REQUIRE_DATA = os.environ.get("VFXSWAP_REQUIRE_DATA", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need_shared(reason: str):
+    """The one way a test gives up for want of shared data: a skip, or with
+    VFXSWAP_REQUIRE_DATA=1 a failure naming what is missing. Never returns."""
+    if REQUIRE_DATA:
+        pytest.fail(f"{reason} (VFXSWAP_REQUIRE_DATA=1: shared data is required here; "
+                    f"shared data folder: {SHARED_DATA})", pytrace=False)
+    skip = pytest.skip.Exception(reason)
+    skip._use_item_location = True  # `-ra` names the test, not this line (as for a skip in a fixture)
+    raise skip
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared real-data folder; the test is skipped when it is absent."""
+    """The shared real-data folder; the test is skipped (or failed, see `need_shared`) when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+        need_shared(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def shared_file(shared_data):
-    """`shared_file("exr/marcie/x.exr")` -> its path, skipping the test when that file is absent."""
+    """`shared_file("exr/marcie/x.exr")` -> its path; the test is skipped (or failed, see
+    `need_shared`) when that file is absent."""
 
     def get(relative: str) -> Path:
         path = shared_data / relative
         if not path.exists():
-            pytest.skip(f"shared test file {relative} not found under {shared_data}")
+            need_shared(f"shared test file {relative} not found under {shared_data}")
         return path
 
     return get
@@ -94,7 +112,8 @@ def make_astronaut_shot(root, frames: int = 3):
     import skimage.data
 
     from vfxswap.color import ColorPipeline
-    from vfxswap.faces.extract import ExtractOptions, extract
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
     from vfxswap.plates import Image, write_image
 
     lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(
@@ -103,7 +122,7 @@ def make_astronaut_shot(root, frames: int = 3):
         img = Image.from_array(np.concatenate([np.roll(lin, i, axis=1), np.ones((512, 512, 1), np.float32)], 2))
         img.set_attribute("oiio:ColorSpace", "ACEScg")
         write_image(root / "plates" / f"plate.{1001 + i}.exr", img)
-    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=96))
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
     return root
 
 

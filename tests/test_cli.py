@@ -133,8 +133,8 @@ def test_sequence_to_preview_mp4_and_back(tmp_path):
 GRID = "videos/grid/bbaf2n.mpg"
 
 
-def test_movie_to_exr_sequence_on_real_footage(shared_data, tmp_path):
-    movie = shared_data / GRID
+def test_movie_to_exr_sequence_on_real_footage(shared_file, tmp_path):
+    movie = shared_file(GRID)
     out = run("plates", "convert", movie, tmp_path / "grid.####.exr", "--frames", "1001-1005")
     assert out.returncode == 0, out.stderr
     img = read_image(tmp_path / "grid.1003.exr")

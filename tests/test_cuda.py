@@ -23,7 +23,8 @@ from conftest import write_faceset
 from vfxswap.models.device import bf16_by_default
 from vfxswap.models.store import load_model
 from vfxswap.train.data import FaceSamples
-from vfxswap.train.trainer import TrainOptions, Trainer
+from vfxswap.jobspec import TrainOptions
+from vfxswap.train.trainer import Trainer
 
 DEVICE = os.environ.get("VFXSWAP_TEST_DEVICE", "cuda")
 CUDA = DEVICE.startswith("cuda")
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(CUDA and not torch.cuda.is_available(),
                                 reason="no CUDA device (VFXSWAP_TEST_DEVICE=cpu checks these tests on CPU)")
 
 REF = {"A": "REL-2026-0042 (test)", "B": "REL-2026-0043 (test)"}
+REFS = {"release_ref_src": REF["A"], "release_ref_dst": REF["B"]}  # as TrainOptions takes them
 SIZE = 96  # the quick preset's resolution: faces are used unresized
 # A CPU step of the quick model takes seconds; there the run is cut to what still shows the loss falling.
 ITERS, BATCH, LOG_EVERY = (60, 8, 5) if CUDA else (16, 4, 2)
@@ -41,7 +43,7 @@ BF16 = bf16_by_default(torch.device(DEVICE))  # CUDA; on CPU only where bf16 is 
 
 
 def _options(a, b, model, **kw) -> TrainOptions:
-    base = dict(src=str(a), dst=str(b), model_dir=str(model), release_ref=REF, preset="quick", device=DEVICE,
+    base = dict(src=str(a), dst=str(b), model_dir=str(model), **REFS, preset="quick", device=DEVICE,
                 workers=2, iters=ITERS, batch=BATCH, lr=3e-4, warmup=10 if CUDA else 4, log_every=LOG_EVERY,
                 preview_every=1000, save_every=1000, quiet=True)
     base.update(kw)
@@ -301,9 +303,11 @@ def test_upscales_keep_channels_last():
     """CUDA has no pixel_shuffle kernel of its own, and the generic one returns NCHW: every conv
     after an upscale then transposed its input back (forward and backward). The model's
     upscales hand channels_last on, the double-resolution variant's last shuffle too."""
-    from vfxswap.models.nets import FaceModel, ModelConfig, Upscale
+    from vfxswap.models import build_model
+    from vfxswap.models.config import ModelConfig
+    from vfxswap.models.nets import Upscale
 
-    model = FaceModel(ModelConfig("df", 64, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=8, variants="d"), seed=0)
+    model = build_model(ModelConfig("df", 64, ae_dims=32, e_dims=8, d_dims=8, d_mask_dims=8, variants="d"), seed=0)
     model = model.to(DEVICE).to(memory_format=CL)
     seen = []
     for module in model.modules():

@@ -14,9 +14,12 @@ import pytest
 import skimage.data
 
 from vfxswap.faces import track
-from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faces.extract import extract
+from vfxswap.jobspec import ExtractOptions
 from vfxswap.faceset import Faceset
 from vfxswap.plates import Image, read_image, write_image
+
+from conftest import need_shared
 
 GRID = "videos/grid/bbaf2n.mpg"
 
@@ -25,7 +28,7 @@ GRID = "videos/grid/bbaf2n.mpg"
 def grid_faceset(tmp_path_factory, shared_file):
     """The GRID clip extracted once (dlib, smoothing on), shared by the tests below."""
     out = tmp_path_factory.mktemp("grid") / "faceset"
-    report = extract(str(shared_file(GRID)), str(out), ExtractOptions(backend="dlib", size=128))
+    report = extract(str(shared_file(GRID)), str(out), ExtractOptions(detector="dlib", landmarker="dlib", size=128))
     return out, report
 
 
@@ -66,8 +69,8 @@ def test_smoothing_lowers_jitter_without_lag(grid_faceset):
 def test_helen_landmark_error_below_8_percent(shared_data, tmp_path):
     folder = shared_data / "landmarks" / "helen_300w_dev"
     if not folder.is_dir():
-        pytest.skip("HELEN dev set absent")
-    report = extract(str(folder), str(tmp_path / "helen"), ExtractOptions(backend="dlib", size=64, smooth=0))
+        need_shared("HELEN dev set absent")
+    report = extract(str(folder), str(tmp_path / "helen"), ExtractOptions(detector="dlib", landmarker="dlib", size=64, smooth=0))
     errors, missed = [], []
     with Faceset(tmp_path / "helen") as fs:
         for jpg in sorted(folder.glob("*.jpg")):
@@ -91,7 +94,7 @@ def test_astronaut_gives_one_face_and_a_blank_image_an_empty_row(tmp_path):
     stills.mkdir()
     write_image(stills / "astronaut.png", Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
     write_image(stills / "wall.png", Image.from_array(np.full((200, 300, 3), 0.5, np.float32)))
-    report = extract(str(stills), str(tmp_path / "fs"), ExtractOptions(backend="dlib", size=96))
+    report = extract(str(stills), str(tmp_path / "fs"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
     assert not report.failed
     with Faceset(tmp_path / "fs") as fs:
         rows = dict(fs.db.execute("SELECT source, faces FROM frames"))
@@ -105,7 +108,7 @@ def test_astronaut_gives_one_face_and_a_blank_image_an_empty_row(tmp_path):
 def test_killed_extract_resumes_without_duplicates(shared_file, tmp_path):
     movie = shared_file(GRID)
     out = tmp_path / "fs"
-    cmd = [sys.executable, "-m", "vfxswap", "extract", str(movie), "--out", str(out), "--backend", "dlib",
+    cmd = [sys.executable, "-m", "vfxswap", "extract", str(movie), "--out", str(out), "--detector", "dlib", "--landmarker", "dlib",
            "--size", "64", "--frames", "1001-1040"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -141,7 +144,7 @@ def test_faceset_cli_info_sort_filter_and_debug(shared_data, tmp_path):
     a = sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))
     b = sorted((shared_data / "identities" / "B_grid_brbk7n").glob("*.jpg"))
     if len(a) < 8 or len(b) < 8:
-        pytest.skip("GRID identity stills absent")
+        need_shared("GRID identity stills absent")
     stills, refs = tmp_path / "stills", tmp_path / "refs"
     stills.mkdir()
     refs.mkdir()
@@ -149,7 +152,7 @@ def test_faceset_cli_info_sort_filter_and_debug(shared_data, tmp_path):
         (stills / p.name).symlink_to(p)
     (refs / a[-1].name).symlink_to(a[-1])
     out = tmp_path / "fs"
-    done = _cli("extract", stills, "--out", out, "--backend", "dlib", "--size", "64", "--debug-dir", tmp_path / "dbg")
+    done = _cli("extract", stills, "--out", out, "--detector", "dlib", "--landmarker", "dlib", "--size", "64", "--debug-dir", tmp_path / "dbg")
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "dbg").glob("*.png"))) == 8
     info = _cli("faceset", "info", out)
@@ -159,7 +162,7 @@ def test_faceset_cli_info_sort_filter_and_debug(shared_data, tmp_path):
     ranked = _cli("faceset", "sort", out, "--by", "blur")
     blurs = [float(line.split()[-1]) for line in ranked.stdout.splitlines()]
     assert len(blurs) == 8 and blurs == sorted(blurs, reverse=True)
-    kept = _cli("faceset", "filter", out, "--like", refs, "--backend", "dlib")
+    kept = _cli("faceset", "filter", out, "--like", refs, "--detector", "dlib", "--landmarker", "dlib")
     assert kept.returncode == 0, kept.stderr
     assert "kept 4 face(s), excluded 4" in kept.stdout
     with Faceset(out) as fs:
@@ -172,10 +175,12 @@ def test_fan_without_weights_says_so_quickly(tmp_path):
     still = tmp_path / "a.png"
     write_image(still, Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
     t0 = time.time()
-    out = _cli("extract", still, "--out", tmp_path / "fs", "--backend", "fan", env=env)
-    assert out.returncode == 1 and "fan backend unavailable" in out.stderr and "Traceback" not in out.stderr
-    auto = _cli("extract", still, "--out", tmp_path / "fs2", "--backend", "auto", env=env)
-    assert auto.returncode == 0 and "face backend: dlib" in auto.stderr
+    out = _cli("extract", still, "--out", tmp_path / "fs", "--detector", "s3fd", "--landmarker", "fan", env=env)
+    assert out.returncode == 1 and "s3fd detector unavailable" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("extract", still, "--out", tmp_path / "fs", "--detector", "dlib", "--landmarker", "fan", env=env)
+    assert out.returncode == 1 and "fan landmarker unavailable" in out.stderr and "Traceback" not in out.stderr
+    auto = _cli("extract", still, "--out", tmp_path / "fs2", "--detector", "auto", "--landmarker", "auto", env=env)
+    assert auto.returncode == 0 and "face detector: dlib" in auto.stderr and "face landmarker: dlib" in auto.stderr
     assert time.time() - t0 < 120  # no hanging download attempt
 
 
@@ -190,7 +195,7 @@ def test_a_face_entering_between_full_detections_is_found_from_its_first_frame(t
             canvas[60:260, 420:610] = face  # B enters at 1006
         write_image(tmp_path / f"plate.{f}.png", Image.from_array(canvas))
     report = extract(str(tmp_path / "plate.####.png"), str(tmp_path / "fs"),
-                     ExtractOptions(backend="dlib", size=64, detect_every=4))
+                     ExtractOptions(detector="dlib", landmarker="dlib", size=64, detect_every=4))
     assert not report.failed
     with Faceset(tmp_path / "fs") as fs:
         per_frame = dict(fs.db.execute("SELECT frame, COUNT(*) FROM faces GROUP BY frame"))
@@ -203,6 +208,7 @@ def test_models_fetch_offline_fails_fast_with_a_clear_line(tmp_path):
     t0 = time.time()
     out = _cli("models", "fetch", "--dir", tmp_path / "weights")
     if out.returncode == 0:
+        # Kept as a skip: about this machine (online), not about the project or its data.
         pytest.skip("this machine reached the internet; nothing to check offline")
     assert out.returncode == 1 and "cannot download" in out.stderr and "Traceback" not in out.stderr
     assert not list((tmp_path / "weights").glob("*"))  # nothing half-written

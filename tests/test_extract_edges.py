@@ -1,6 +1,6 @@
 """Extraction at the edges of its inputs: an unreadable still, a folder typed another way,
 impossible options or a mistyped path on a new faceset, a damaged index, and a re-run with
-other detection settings. Stills of the astronaut (public domain), dlib backend, offline."""
+other detection settings. Stills of the astronaut (public domain), dlib detector and landmarker, offline."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import skimage.data
 
 from conftest import write_faceset
 from vfxswap.errors import VfxSwapError
-from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faces.extract import extract
+from vfxswap.jobspec import ExtractOptions
 from vfxswap.faceset import Faceset
 from vfxswap.plates import Image, write_image
 
-OPTS = dict(backend="dlib", size=64)
+OPTS = dict(detector="dlib", landmarker="dlib", size=64)
 
 
 def _stills(folder, names=("a.png", "c.png")):
@@ -38,7 +39,7 @@ def _cli(*args, cwd=None):
 def test_an_unreadable_still_fails_alone_and_the_rest_are_aligned(tmp_path):
     stills = _stills(tmp_path / "stills")
     (stills / "b.jpg").write_bytes(b"")  # sorted between the two good ones
-    done = _cli("extract", stills, "--out", tmp_path / "fs", "--backend", "dlib", "--size", "64")
+    done = _cli("extract", stills, "--out", tmp_path / "fs", "--detector", "dlib", "--landmarker", "dlib", "--size", "64")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if "b.jpg" in line]
     assert len(errors) == 2 and "cannot read" in errors[0]  # as it happened, then the summary
@@ -68,16 +69,16 @@ def test_a_folder_of_stills_typed_another_way_is_the_same_sources(tmp_path, monk
 def test_a_failed_start_leaves_no_settings_behind(tmp_path):
     stills = _stills(tmp_path / "stills", ("a.png",))
     out = tmp_path / "fs"
-    for src, options in ((stills, ExtractOptions(backend="dlib", size=0)),
-                         (stills, ExtractOptions(backend="dlib", detect_side=0)),
+    for src, options in ((stills, ExtractOptions(detector="dlib", landmarker="dlib", size=0)),
+                         (stills, ExtractOptions(detector="dlib", landmarker="dlib", detect_side=0)),
                          (tmp_path / "stils", ExtractOptions(**OPTS)),
                          (tmp_path / "plate.####.exr", ExtractOptions(**OPTS))):
         with pytest.raises(VfxSwapError):
             extract(str(src), str(out), options)
         assert not out.exists()  # checked before the faceset is made
-    with pytest.raises(VfxSwapError, match="unknown face backend"):
-        extract(str(stills), str(out), ExtractOptions(backend="nope", size=32))
-    assert not out.exists()  # the backend failed to load: no faceset, not an empty one
+    with pytest.raises(VfxSwapError, match=r"^--detector nope: choose from auto, dlib, dlib-cnn, s3fd$"):
+        extract(str(stills), str(out), ExtractOptions(detector="nope", size=32))
+    assert not out.exists()  # the detector failed to load: no faceset, not an empty one
     assert extract(str(stills), str(out), ExtractOptions(**OPTS)).faces == 1
     bad = _cli("extract", stills, "--out", tmp_path / "fs2", "--size", "0")
     assert bad.returncode == 1 and "--size 0" in bad.stderr and "Traceback" not in bad.stderr
@@ -114,7 +115,7 @@ def test_other_detection_settings_detect_the_frames_again(tmp_path, caplog):
 
 
 def test_a_start_that_fails_after_the_options_leaves_no_faceset(tmp_path):
-    """An OCIO config or backend that cannot load left an empty faceset behind, which a farm
+    """An OCIO config, detector or landmarker that cannot load left an empty faceset behind, which a farm
     export then took as extracted (and dropped its Extract step)."""
     stills = _stills(tmp_path / "stills", ("a.png",))
     with pytest.raises(VfxSwapError):

@@ -19,15 +19,16 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_astronaut_shot
+from conftest import make_astronaut_shot, need_shared
 from vfxswap.atomic import is_temp_path, process_alive, temp_path_for
 from vfxswap.errors import VfxSwapError
 from vfxswap.farm import session
 from vfxswap.farm.bundle import TRAIN_GRACE_S, check, parameter_values, run_bundle, run_command, template, write_bundle
-from vfxswap.farm.job import FarmJob, TrainStep
+from vfxswap.farm.job import FarmJob
 from vfxswap.farm.status import farm_status
+from vfxswap.jobspec import RenderOptions, TrainOptions, from_argv
 from vfxswap.plates.frames import parse_frames
-from vfxswap.render import RenderOptions, render
+from vfxswap.render.render import render
 
 BIN = Path(sys.executable).parent
 ENGINE = str(BIN / "vfxswap")
@@ -44,8 +45,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _needs_openjd():
-    if not (BIN / "openjd").exists():
-        pytest.skip("openjd-cli is not installed")
+    """openjd-cli is a declared dependency: missing, it is an error, never a skip."""
+    assert (BIN / "openjd").exists(), f"openjd-cli is not installed: no {BIN / 'openjd'}"
 
 
 @pytest.fixture(autouse=True)
@@ -60,19 +61,19 @@ def test_template_steps_environments_and_values(tmp_path):
     (tmp_path / "fs").mkdir()
     job = FarmJob(plates=str(tmp_path / "p" / "plate.####.exr"), model=str(tmp_path / "m"), faceset=str(tmp_path / "fs"),
                   out=str(tmp_path / "out"), frames="1001-1012", chunk=4, render_options={"mask": "hull"},
-                  train=TrainStep(src=str(tmp_path / "a"), release_ref="REL-1", iters=50, gpus=4))
+                  train=TrainOptions(src=str(tmp_path / "a"), release_ref="REL-1", iters=50, gpus=4))
     doc = template(job)
     assert [s["name"] for s in doc["steps"]] == ["Extract", "Train", "Render"]
     assert doc["steps"][1]["dependencies"] == [{"dependsOn": "Extract"}]
     assert doc["steps"][2]["dependencies"] == [{"dependsOn": "Train"}]
     assert doc["steps"][1]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 4}]
     train_line = doc["steps"][1]["script"]["embeddedFiles"][0]["data"]
-    assert '--gpus "$VFXSWAP_TRAIN_GPUS"' in train_line and "--resume-if-saved" in train_line
+    assert '--gpus="$VFXSWAP_TRAIN_GPUS"' in train_line and "--resume-if-saved" in train_line
     render = doc["steps"][2]
     frame = render["parameterSpace"]["taskParameterDefinitions"][0]
     assert frame["type"] == "CHUNK[INT]" and frame["chunks"]["rangeConstraint"] == "CONTIGUOUS"
     enter = render["stepEnvironments"][0]["script"]["embeddedFiles"][0]["data"]
-    assert "farm session start" in enter and "--skip-existing" in enter and "--mask hull" in enter
+    assert "farm session start" in enter and "--skip-existing" in enter and "--mask=hull" in enter
     assert '--frames="{{Task.Param.Frame}}"' in render["script"]["embeddedFiles"][0]["data"]
     # values travel as environment variables: no path is ever pasted into a script
     assert str(tmp_path) not in yaml.safe_dump(doc)
@@ -83,7 +84,7 @@ def test_template_steps_environments_and_values(tmp_path):
     # a faceset already extracted and no training: render alone; a CPU training step asks for no GPU
     (tmp_path / "fs" / "faceset.db").touch()
     cpu = FarmJob(plates=job.plates, model=job.model, faceset=job.faceset, out=job.out, frames="1001-1012",
-                  train=TrainStep(src="a", release_ref="R", device="cpu"))
+                  train=TrainOptions(src="a", release_ref="R", device="cpu"))
     assert [s["name"] for s in template(cpu)["steps"]] == ["Train", "Render"]
     assert "hostRequirements" not in template(cpu)["steps"][0]
 
@@ -117,7 +118,7 @@ def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):
     odd = tmp_path / "it's a \"shot\""
     job = FarmJob(plates=str(odd / "plate.####.exr"), model=str(odd / "model"), faceset=str(odd / "fs"),
                   out=str(odd / "out"), frames="1001-1004", engine=f"{shlex.quote(str(fake))} --verbose",
-                  train=TrainStep(src=str(odd / "a"), release_ref="REL 9's \"A\"", iters=3))
+                  train=TrainOptions(src=str(odd / "a"), release_ref="REL 9's \"A\"", iters=3))
     doc = template(job)
     env = dict(os.environ, ARGV_LOG=str(tmp_path / "argv.jsonl"))
     values = {v["name"]: v["value"] for v in parameter_values(job)["parameterValues"]}
@@ -133,10 +134,10 @@ def test_scripts_pass_values_and_a_quoted_engine_through_unharmed(tmp_path):
     extract, train, render, enter = [json.loads(x) for x in (tmp_path / "argv.jsonl").read_text().splitlines()]
     assert extract == ["--verbose", "extract", str(odd / "plate.####.exr"), "--out", str(odd / "fs"),
                        "--frames=1001-1004"]
-    assert train[train.index("--release-ref") + 1] == "REL 9's \"A\"" and train[train.index("--src") + 1] == str(odd / "a")
+    assert "--release-ref=REL 9's \"A\"" in train and f"--src={odd / 'a'}" in train
     assert render == ["--verbose", "farm", "session", "render", str(odd), "--frames=1001-1002"]
     assert enter[:5] == ["--verbose", "farm", "session", "start", str(odd)]
-    assert enter[enter.index("--plates") + 1] == str(odd / "plate.####.exr")
+    assert f"--plates={odd / 'plate.####.exr'}" in enter
 
 
 def test_bad_job_input_is_one_clear_error(tmp_path):
@@ -147,13 +148,13 @@ def test_bad_job_input_is_one_clear_error(tmp_path):
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "vfxswap: error: --train-src needs --release-ref (the performers' release reference)"]
     with pytest.raises(VfxSwapError, match="untrained"):
-        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", train=TrainStep(src="a",
+        FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", train=TrainOptions(src="a",
                                                                                                 release_ref="R", iters=0))
     with pytest.raises(VfxSwapError, match="--render-device gpu0"):  # would fail only on the farm
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", render_options={"device": "gpu0"})
     with pytest.raises(VfxSwapError, match="--preset huge"):
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1",
-                train=TrainStep(src="a", release_ref="R", preset="huge"))
+                train=TrainOptions(src="a", release_ref="R", preset="huge"))
     with pytest.raises(VfxSwapError, match="shell word list"):  # every task's shell would fail on it
         FarmJob(plates="p.####.exr", model="m", faceset="f", out="o", frames="1", engine="'/opt/vfx swap/vfxswap")
     (tmp_path / "a file").write_text("")
@@ -164,6 +165,49 @@ def test_bad_job_input_is_one_clear_error(tmp_path):
     out = _cli("farm", "run", tmp_path / "no bundle")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         f"vfxswap: error: {tmp_path / 'no bundle' / 'template.yaml'}: No such file or directory"]
+
+
+def test_every_render_and_train_option_given_to_farm_bundle_reaches_its_step(tmp_path):
+    """`vfxswap farm bundle` takes every `vfxswap render` option (and every `vfxswap train` one
+    for its training step) and the bundle's steps run the engine with them: read back from the
+    bundle's own scripts, as the farm will run them."""
+    (tmp_path / "fs").mkdir()
+    (tmp_path / "fs" / "faceset.db").touch()
+    out = _cli("farm", "bundle", "--plates", tmp_path / "p" / "plate.####.exr", "--model", tmp_path / "m",
+               "--faceset", tmp_path / "fs", "--render-out", tmp_path / "layers", "--frames", "1001-1010",
+               "--out", tmp_path / "bundle", "--erode", "2", "--blur", "3", "--plate-space", "ACEScg", "--track", "0",
+               "--color", "mkl", "--like", "refs/a.png", "refs/b dir", "--render-device", "cpu", "--comp",
+               "--train-src", tmp_path / "a", "--release-ref", "REL-7", "--ae-dims", "64", "--arch", "liae",
+               "--train-resolution", "64", "--no-flip", "--train-gpus", "2")
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load((tmp_path / "bundle" / "template.yaml").read_text())
+    values = {v["name"]: str(v["value"]) for v in
+              yaml.safe_load((tmp_path / "bundle" / "parameter_values.yaml").read_text())["parameterValues"]}
+    env = {var: values[ref[len("{{Param."):-2]] for var, ref in doc["jobEnvironments"][0]["variables"].items()}
+
+    def words(script: str) -> list[str]:  # the script's command as the farm's bash runs it
+        line = script.splitlines()[-1]
+        for var, value in env.items():
+            line = line.replace(f'"${var}"', shlex.quote(value))
+        return shlex.split(line)
+
+    steps = {step["name"]: step for step in doc["steps"]}
+    render_argv = words(steps["Render"]["stepEnvironments"][0]["script"]["embeddedFiles"][0]["data"])
+    options = from_argv(RenderOptions, render_argv[render_argv.index("--") + 1:])
+    assert (options.erode, options.blur, options.plate_space, options.track) == (2.0, 3.0, "ACEScg", 0)
+    assert (options.color, options.device, options.comp) == ("mkl", "cpu", True)
+    assert options.like == [os.path.abspath("refs/a.png"), os.path.abspath("refs/b dir")]  # farm nodes have no cwd of ours
+    assert options.skip_existing and options.progress == "json"
+    train_argv = words(steps["Train"]["script"]["embeddedFiles"][0]["data"])
+    train_options = from_argv(TrainOptions, train_argv[train_argv.index("train") + 1:])
+    assert (train_options.ae_dims, train_options.arch, train_options.resolution, train_options.flip) == (64, "liae", 64, False)
+    assert train_options.resume_if_saved and train_options.preset is None  # no --preset: a resumed model keeps its own
+    assert (train_options.gpus, train_options.release_ref, train_options.model_dir) == (2, "REL-7", str(tmp_path / "m"))
+    bad = _cli("farm", "bundle", "--plates", "p.####.exr", "--model", "m", "--faceset", "f", "--render-out", "o",
+               "--frames", "1001-1010", "--out", tmp_path / "b2", "--train-src", "a", "--release-ref", "R",
+               "--ae-dims", "0")  # refused here, not on the farm
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "vfxswap: error: model option ae_dims: 0 must be a positive integer"]
 
 
 def test_a_long_fix_list_and_a_passthrough_check_make_jobs_openjd_accepts(tmp_path):
@@ -190,9 +234,9 @@ def test_a_cancelled_training_task_saves_where_it_stopped(tmp_path):
     a, b = write_faceset(tmp_path / "A", seed=1), write_faceset(tmp_path / "B", seed=2)
     job = FarmJob(plates=str(tmp_path / "p" / "plate.####.exr"), model=str(tmp_path / "model"), faceset=str(b),
                   out=str(tmp_path / "out"), frames="1001-1004", engine=f"{shlex.quote(sys.executable)} -m vfxswap",
-                  train=TrainStep(src=str(a), release_ref="REL-1", iters=100000, batch=2, device="cpu"))
+                  train=TrainOptions(src=str(a), release_ref="REL-1", iters=100000, batch=2, device="cpu"))
     assert not job.extract
-    bundle = write_bundle(job, tmp_path / "bundle")
+    bundle = write_bundle(job, tmp_path / "bundle")[0].parent
     command = run_command(bundle)
     command[command.index("--step") + 1] = "Train"
     history = tmp_path / "model" / "history.jsonl"
@@ -219,12 +263,11 @@ def grid_farm(tmp_path_factory, shared_file):
     """GRID frames 1001-1012 as EXR plates and a faceset of identity A; then the whole bundle
     (extract, train with two gloo processes, render in chunks of 4) through `openjd run`.
     The folder name has a space and a quote: values must reach the scripts unharmed."""
-    if not (BIN / "openjd").exists():
-        pytest.skip("openjd-cli is not installed")
+    _needs_openjd()
     clip = shared_file(GRID)
     stills = sorted((clip.parents[2] / "identities" / "A_grid_s1").glob("*.jpg"))[:24]
     if len(stills) < 24:
-        pytest.skip("GRID identity stills absent")
+        need_shared("GRID identity stills absent")
     root = tmp_path_factory.mktemp("farm") / "shot 01's"
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     assert _cli("plates", "convert", clip, root / "plates" / "plate.####.exr", "--frames", "1001-1012",
@@ -232,13 +275,13 @@ def grid_farm(tmp_path_factory, shared_file):
     (root / "a_stills").mkdir()
     for p in stills:
         (root / "a_stills" / p.name).symlink_to(p)
-    assert _cli("extract", root / "a_stills", "--out", root / "faceset_a", "--backend", "dlib").returncode == 0
+    assert _cli("extract", root / "a_stills", "--out", root / "faceset_a", "--detector", "dlib", "--landmarker", "dlib").returncode == 0
     job = FarmJob(plates=str(root / "plates" / "plate.####.exr"), model=str(root / "model"),
                   faceset=str(root / "faceset_b"), out=str(root / "farm"), frames="1001-1012", chunk=4,
                   engine=ENGINE, render_options={"color": "rct"},
-                  train=TrainStep(src=str(root / "faceset_a"), release_ref="REL-GRID-s1", release_ref_dst="REL-GRID-s2",
+                  train=TrainOptions(src=str(root / "faceset_a"), release_ref="REL-GRID-s1", release_ref_dst="REL-GRID-s2",
                                   iters=4, batch=2, gpus=2, device="cpu"))
-    bundle = write_bundle(job, root / "bundle")
+    bundle = write_bundle(job, root / "bundle")[0].parent
     env = dict(os.environ, TMPDIR=str(root))
     started = time.time()
     done = subprocess.run(run_command(bundle), capture_output=True, text=True, timeout=900, env=env)
@@ -288,13 +331,13 @@ def _engine_pids(out: Path) -> list[int]:
 def test_a_chunk_killed_mid_write_reruns_to_the_same_bytes(grid_farm):
     """kill -9 of the node's processes while a frame is being written, then the bundle again."""
     if not Path("/proc").is_dir():
-        pytest.skip("needs /proc to find the engine")
+        pytest.skip("needs /proc to find the engine")  # the OS, not the project
     root, job, _, _ = grid_farm
     ref = _digests(root / "farm")
     out = root / "killed"
     rerun = FarmJob(plates=job.plates, model=job.model, faceset=job.faceset, out=str(out), frames=job.frames,
                     chunk=4, engine=ENGINE, render_options={"color": "rct"})
-    bundle = write_bundle(rerun, root / "bundle_kill")
+    bundle = write_bundle(rerun, root / "bundle_kill")[0].parent
     proc = subprocess.Popen(run_command(bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ, TMPDIR=str(root)))
     caught = None
@@ -413,7 +456,7 @@ def test_an_abandoned_engine_stops_by_itself(shot, tmp_path):
 
 def test_an_engine_that_cannot_load_says_why(shot, tmp_path):
     argv = _render_argv(shot, tmp_path / "engine")
-    argv[argv.index("--faceset") + 1] = str(tmp_path / "nowhere")
+    argv[argv.index("--faceset") + 1] = str(tmp_path / "nowhere")  # the test's own argv: two words
     with pytest.raises(VfxSwapError, match="stopped while loading: .*nowhere"):
         session.start(tmp_path / "session", argv, idle_timeout=60)
 
@@ -456,7 +499,7 @@ def test_status_before_any_chunk_finished_reads_the_layers_a_render_writes(shot,
     the bundle's plates, whose 6-digit padding the render keeps, so whole frames count as done."""
     job = FarmJob(plates=str(tmp_path / "p" / "plate.######.exr"), model="passthrough",
                   faceset=str(shot / "faceset"), out=str(tmp_path / "layers"), frames="1001-1004")
-    bundle = write_bundle(job, tmp_path / "bundle")
+    bundle = write_bundle(job, tmp_path / "bundle")[0].parent
     (tmp_path / "layers").mkdir()
     for frame in (1001, 1002):
         (tmp_path / "layers" / f"face.{frame:06d}.exr").write_bytes((shot / "plates" / f"plate.{frame}.exr").read_bytes())

@@ -11,7 +11,8 @@ CreateJob input shape botocore ships. The client does not look inside the templa
 verbatim); the service instantiates it per Open Job Description, which the last test does with
 openjd-model from exactly the values CreateJob would carry.
 
-`deadline` is not a project dependency; without it these tests skip (pip install deadline).
+`deadline` is a test dependency (the `test` extra, `pip install -e '.[test]'`): without it this file
+fails to import, it does not skip.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("deadline.client")
-
-import boto3  # noqa: E402  (deadline's own dependencies)
-from botocore.stub import Stubber  # noqa: E402
+import boto3  # deadline's own dependencies
+from botocore.stub import Stubber
 from botocore.validate import validate_parameters  # noqa: E402
 from deadline.client import api  # noqa: E402
 from deadline.client.config import config_file  # noqa: E402
@@ -45,7 +44,8 @@ from deadline.client.job_bundle.parameters import (  # noqa: E402
 from deadline.client.job_bundle.submission import AssetReferences, split_parameter_args  # noqa: E402
 
 from vfxswap.farm.bundle import write_bundle  # noqa: E402
-from vfxswap.farm.job import FarmJob, TrainStep  # noqa: E402
+from vfxswap.farm.job import FarmJob  # noqa: E402
+from vfxswap.jobspec import TrainOptions  # noqa: E402
 
 FARM = "farm-" + "0" * 32
 QUEUE = "queue-" + "1" * 32
@@ -71,11 +71,12 @@ def shot(request, tmp_path):
         dst.mkdir()
         (dst / "faceset.db").write_bytes(b"B")  # exists: no Extract step
     else:
-        train = TrainStep(src=str(src), release_ref="REL-042 'A'", release_ref_dst="REL-043", iters=500, gpus=2)
+        train = TrainOptions(src=str(src), release_ref="REL-042 'A'", release_ref_dst="REL-043", preset="quick",
+                             iters=500, gpus=2)
     job = FarmJob(plates=str(root / "plates" / "sh010.####.exr"), model=str(root / "model"), faceset=str(dst),
                   out=str(out), frames="1001-1020,1030-1035", chunk=7, engine="/opt/vfx swap/bin/vfxswap",
                   train=train)
-    bundle = write_bundle(job, tmp_path / "bundle")
+    bundle = write_bundle(job, tmp_path / "bundle")[0].parent
 
     wire = {"PlatesDir": {"path": str(root / "plates")}, "PlateName": {"string": "sh010.####.exr"},
             "Model": {"path": job.model}, "Faceset": {"path": job.faceset},

@@ -13,6 +13,8 @@ from vfxswap.atomic import is_temp_path
 from vfxswap.errors import VfxSwapError
 from vfxswap.plates.image import Box, Image, list_parts, read_image, read_info, write_image
 
+from conftest import need_shared
+
 TEST_IMAGES = "exr/openexr_images/TestImages"
 DISPLAY_WINDOW = "exr/openexr_images/DisplayWindow"
 
@@ -66,7 +68,7 @@ def test_float_write_is_exact(tmp_path, rng):
 def test_display_window_files_keep_windows(shared_data, tmp_path):
     files = sorted((shared_data / DISPLAY_WINDOW).glob("*.exr"))
     if not files:
-        pytest.skip("no DisplayWindow test images")
+        need_shared("no DisplayWindow test images")
     for src in files:
         image = read_image(src, dtype="native")
         info = read_info(src)

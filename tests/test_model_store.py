@@ -22,13 +22,14 @@ from torch import nn
 from vfxswap import __version__
 from vfxswap.atomic import TEMP_MARK
 from vfxswap.errors import VfxSwapError
-from vfxswap.models import store
-from vfxswap.models.nets import FaceModel, ModelConfig
+from vfxswap.models import build_model, checkpoint, fileformat, store, transfer
+from vfxswap.models.config import ModelConfig
+from vfxswap.models.info import format_info, model_info, release_refs
 
 
 def make_model(seed: int = 0, ae_dims: int = 8) -> nn.Module:
     """A tiny DF model (16 px) so every test stays fast on CPU."""
-    return FaceModel(ModelConfig("df", 16, ae_dims=ae_dims, e_dims=4, d_dims=4, d_mask_dims=4), seed=seed)
+    return build_model(ModelConfig("df", 16, ae_dims=ae_dims, e_dims=4, d_dims=4, d_mask_dims=4), seed=seed)
 
 
 def make_manifest(iteration: int = 0) -> dict:
@@ -93,19 +94,19 @@ def test_backups_keep_k_newest(tmp_path):
     for it in range(1, 6):
         models[it] = make_model(seed=it)
         store.save_model(folder, models[it], make_manifest(it * 100), keep_backups=2)
-    assert [it for it, _ in store._backup_dirs(folder)] == [400, 300]
+    assert [it for it, _ in fileformat.backup_dirs(folder)] == [400, 300]
     assert sorted(p.name for p in (folder / "backups").iterdir()) == ["00000300", "00000400"]
-    for it, path in store._backup_dirs(folder):
-        _, m = store.locate_save(path.parent.parent, strict=True)
+    for it, path in fileformat.backup_dirs(folder):
+        _, m = fileformat.locate_save(path.parent.parent, strict=True)
         backup_manifest = json.loads((path / "manifest.json").read_text())
         assert backup_manifest["iteration"] == it
-        store._verify(path, backup_manifest, cached=False)
+        fileformat.verify_save(path, backup_manifest, cached=False)
     loaded, m = store.load_model(folder, strict=True)
     assert m["iteration"] == 500 and state_equal(snapshot(loaded), snapshot(models[5]))
     assert leftovers(folder) == []
 
     store.save_model(folder, models[5], make_manifest(600), keep_backups=0)
-    assert store._backup_dirs(folder) == []
+    assert fileformat.backup_dirs(folder) == []
 
 
 def test_truncated_weights_strict_refuses_default_falls_back(tmp_path, caplog):
@@ -127,7 +128,7 @@ def test_truncated_weights_strict_refuses_default_falls_back(tmp_path, caplog):
 
     # the next save does not back up the broken top level, and commits normally
     store.save_model(folder, new, make_manifest(300))
-    assert [it for it, _ in store._backup_dirs(folder)] == [100]
+    assert [it for it, _ in fileformat.backup_dirs(folder)] == [100]
     assert store.load_model(folder, strict=True)[1]["iteration"] == 300
 
 
@@ -135,7 +136,7 @@ def test_corrupt_same_size_and_missing_files_are_refused(tmp_path):
     folder = tmp_path / "m"
     model = make_model()
     opt = torch.optim.AdamW(model.parameters())
-    store.save_model(folder, model, make_manifest(10), optimizer=opt, rng=store.rng_state())
+    store.save_model(folder, model, make_manifest(10), optimizer=opt, rng=checkpoint.rng_state())
     weights = folder / "weights.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF
@@ -178,7 +179,7 @@ def test_planted_pickle_as_weights_is_refused_and_never_executed(tmp_path):
     with pytest.raises(VfxSwapError, match="weights.safetensors"):
         store.load_model(folder)
     with pytest.raises(VfxSwapError):
-        store.init_from(make_model(), folder, ["encoder"])
+        transfer.init_from(make_model(), folder, ["encoder"])
     # a manifest pointing at a pickle by name is refused without opening it
     (folder / "model.pt").write_bytes(payload)
     manifest["files"]["weights"]["name"] = "model.pt"
@@ -192,13 +193,13 @@ def test_pickles_beside_a_valid_model_are_ignored(tmp_path):
     folder, marker = tmp_path / "m", tmp_path / "PWNED"
     model = make_model(seed=4)
     store.save_model(folder, model, make_manifest(7), optimizer=torch.optim.AdamW(model.parameters()),
-                     rng=store.rng_state())
+                     rng=checkpoint.rng_state())
     for name in ("model.pt", "weights.ckpt", "optimizer.pt", "rng.pkl"):
         (folder / name).write_bytes(pickle.dumps(_Evil(marker)))
     loaded, m = store.load_model(folder, strict=True)
     assert state_equal(snapshot(loaded), snapshot(model))
-    store.load_training_state(folder, loaded, torch.optim.AdamW(loaded.parameters()), device="cpu")
-    store.model_info(folder, verify=True)
+    checkpoint.load_training_state(folder, loaded, torch.optim.AdamW(loaded.parameters()), device="cpu")
+    model_info(folder, verify=True)
     assert not marker.exists()
 
 
@@ -240,7 +241,7 @@ def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path, edit, named):
         store.load_model(folder)
     if named != "the model needs":
         with pytest.raises(VfxSwapError, match=named):
-            store.model_info(folder)
+            model_info(folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def _kill_harness(monkeypatch, kill_at: int | None, check) -> list[str]:
         monkeypatch.setattr(owner, name, op)
 
     for owner, name in ((os, "replace"), (os, "rename"), (os, "link"), (os, "unlink"), (os, "mkdir"),
-                        (shutil, "rmtree"), (store, "_write_safetensors")):
+                        (shutil, "rmtree"), (store, "write_safetensors")):
         wrap(owner, name)
     return ops
 
@@ -281,7 +282,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_verified_save(tmp_path, monkeypat
     def fresh(folder: Path) -> None:
         for it in (100, 200):
             opt = torch.optim.AdamW(models[it].parameters())
-            store.save_model(folder, models[it], make_manifest(it), optimizer=opt, rng=store.rng_state(),
+            store.save_model(folder, models[it], make_manifest(it), optimizer=opt, rng=checkpoint.rng_state(),
                              keep_backups=1)
 
     def loadable(folder: Path, allowed: set[int]) -> int:
@@ -291,7 +292,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_verified_save(tmp_path, monkeypat
         return m["iteration"]
 
     def save_300(folder: Path) -> None:
-        store.save_model(folder, models[300], make_manifest(300), rng=store.rng_state(),
+        store.save_model(folder, models[300], make_manifest(300), rng=checkpoint.rng_state(),
                          optimizer=torch.optim.AdamW(models[300].parameters()), keep_backups=1)
 
     # a dry run counts the mutations and checks the invariant before every one of them
@@ -301,7 +302,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_verified_save(tmp_path, monkeypat
         ops = _kill_harness(mp, None, lambda: loadable(folder, {200, 300}))
         save_300(folder)
     assert len(ops) >= 10, ops
-    assert any(o.startswith("link") for o in ops) and any(o.startswith("_write_safetensors") for o in ops)
+    assert any(o.startswith("link") for o in ops) and any(o.startswith("write_safetensors") for o in ops)
 
     seen = set()
     for k in range(1, len(ops) + 1):
@@ -316,9 +317,9 @@ def test_kill_at_every_step_of_a_save_leaves_a_verified_save(tmp_path, monkeypat
         store.save_model(folder, models[400], make_manifest(400), keep_backups=1)
         assert store.load_model(folder, strict=True)[1]["iteration"] == 400
         assert leftovers(folder) == [], (k, ops[k - 1])
-        backups = store._backup_dirs(folder)
+        backups = fileformat.backup_dirs(folder)
         assert len(backups) == 1 and backups[0][0] in (200, 300)
-        store._verify(backups[0][1], json.loads((backups[0][1] / "manifest.json").read_text()), cached=False)
+        fileformat.verify_save(backups[0][1], json.loads((backups[0][1] / "manifest.json").read_text()), cached=False)
     assert seen == {200, 300}
 
 
@@ -332,7 +333,7 @@ def test_backup_by_copy_where_hard_links_fail(tmp_path, monkeypatch):
     store.save_model(folder, a, make_manifest(1))
     store.save_model(folder, b, make_manifest(2))
     backup = folder / "backups" / "00000001"
-    store._verify(backup, json.loads((backup / "manifest.json").read_text()), cached=False)
+    fileformat.verify_save(backup, json.loads((backup / "manifest.json").read_text()), cached=False)
     (folder / "weights.safetensors").write_bytes(b"x")
     loaded, m = store.load_model(folder)
     assert m["iteration"] == 1 and state_equal(snapshot(loaded), snapshot(a))
@@ -378,7 +379,7 @@ def test_optimizer_and_rng_round_trip_continue_identically(tmp_path):
     for _ in range(3):
         _train_step(model, opt)
     saved_opt = copy.deepcopy(opt.state_dict())
-    store.save_model(tmp_path / "m", model, make_manifest(3), optimizer=opt, rng=store.rng_state())
+    store.save_model(tmp_path / "m", model, make_manifest(3), optimizer=opt, rng=checkpoint.rng_state())
     _train_step(model, opt)  # the run that was never interrupted
 
     # scramble the global RNGs, then resume in fresh objects
@@ -387,10 +388,10 @@ def test_optimizer_and_rng_round_trip_continue_identically(tmp_path):
     random.seed(99)
     model2, m = store.load_model(tmp_path / "m", strict=True)
     opt2 = _adamw(model2)
-    rng = store.load_training_state(tmp_path / "m", model2, opt2, device="cpu")
+    rng = checkpoint.load_training_state(tmp_path / "m", model2, opt2, device="cpu")
     _same_optimizer_state(saved_opt, opt2.state_dict())
     assert isinstance(opt2.state_dict()["param_groups"][0]["betas"], tuple)
-    store.restore_rng(rng)
+    checkpoint.restore_rng(rng)
     _train_step(model2, opt2)
     assert state_equal(snapshot(model), snapshot(model2))
 
@@ -399,27 +400,27 @@ def test_optimizer_tensor_names_and_rng_exactness():
     model = make_model()
     opt = _adamw(model)
     _train_step(model, opt)
-    tensors, meta = store.optimizer_to_tensors(opt)
+    tensors, meta = checkpoint.optimizer_to_tensors(opt)
     assert "state.0.exp_avg" in tensors and "state.0.step" in tensors and tensors["state.0.step"].dim() == 0
     json.dumps(meta)  # JSON-safe
     fresh = _adamw(make_model())
-    store.tensors_to_optimizer(fresh, tensors, json.loads(json.dumps(meta)))
+    checkpoint.tensors_to_optimizer(fresh, tensors, json.loads(json.dumps(meta)))
     _same_optimizer_state(opt.state_dict(), fresh.state_dict())
     with pytest.raises(VfxSwapError, match="AdamW"):
-        store.tensors_to_optimizer(torch.optim.SGD(model.parameters(), lr=0.1), tensors, meta)
+        checkpoint.tensors_to_optimizer(torch.optim.SGD(model.parameters(), lr=0.1), tensors, meta)
 
     np.random.normal()  # leave a cached gaussian in numpy's legacy state
     random.gauss(0, 1)
     gen = np.random.default_rng(7)
     tgen = torch.Generator().manual_seed(3)
-    state = store.rng_state({"np": gen, "torch": tgen})
+    state = checkpoint.rng_state({"np": gen, "torch": tgen})
     tensors = {}
-    encoded = json.loads(json.dumps(store._encode(state, "", tensors)))
-    state = store._decode(encoded, tensors, "test")
+    encoded = json.loads(json.dumps(checkpoint.encode_state(state, "", tensors)))
+    state = checkpoint.decode_state(encoded, tensors, "test")
     draw = lambda: (torch.rand(3).tolist(), np.random.normal(size=3).tolist(), random.gauss(0, 1),
                     gen.random(2).tolist(), torch.rand(2, generator=tgen).tolist())
     first = draw()
-    store.restore_rng(state, {"np": gen, "torch": tgen})
+    checkpoint.restore_rng(state, {"np": gen, "torch": tgen})
     assert draw() == first
 
 
@@ -432,7 +433,7 @@ def test_init_from_copies_only_named_parts_and_freezes(tmp_path):
     store.save_model(tmp_path / "src", source, make_manifest(50))
     target = make_model(seed=12)
     before = snapshot(target)
-    copied = store.init_from(target, tmp_path / "src", ["encoder", "inter"], freeze=["encoder"])
+    copied = transfer.init_from(target, tmp_path / "src", ["encoder", "inter"], freeze=["encoder"])
     assert copied and all(k.startswith(("encoder.", "inter.")) for k in copied)
     after, src = snapshot(target), snapshot(source)
     for k in after:
@@ -444,12 +445,12 @@ def test_init_from_copies_only_named_parts_and_freezes(tmp_path):
     other = make_model(seed=13, ae_dims=12)
     keep = snapshot(other)
     with pytest.raises(VfxSwapError, match=r"tensor 'inter\.[^']+' has shape"):
-        store.init_from(other, tmp_path / "src", ["encoder", "inter"])
+        transfer.init_from(other, tmp_path / "src", ["encoder", "inter"])
     assert state_equal(snapshot(other), keep)  # nothing copied when any check fails
     with pytest.raises(VfxSwapError, match="no part 'nose'"):
-        store.init_from(other, tmp_path / "src", ["nose"])
+        transfer.init_from(other, tmp_path / "src", ["nose"])
     with pytest.raises(VfxSwapError, match="freeze 'nose'"):
-        store.init_from(other, tmp_path / "src", ["encoder"], freeze=["nose"])
+        transfer.init_from(other, tmp_path / "src", ["encoder"], freeze=["nose"])
 
 
 def test_model_info_format_info_release_refs(tmp_path):
@@ -462,25 +463,25 @@ def test_model_info_format_info_release_refs(tmp_path):
         f.write(json.dumps({"iter": 1990, "loss": 0.5, "loss_A": 0.4, "loss_B": 0.6}) + "\n")
         f.write(json.dumps({"iter": 2000, "loss": 0.25, "loss_A": 0.2, "loss_B": 0.3, "lr": 5e-5}) + "\n")
         f.write('{"iter": 2001, "loss"')  # a line cut short by a kill
-    info = store.model_info(folder, verify=True)
+    info = model_info(folder, verify=True)
     assert info["iteration"] == 2000 and info["verified"] is True
     assert info["params"] == sum(t.numel() for t in model.state_dict().values()) and info["extra_params"] == 10
     assert info["backups"] == [1]
     assert info["last"]["iter"] == 2000 and info["last"]["loss_A"] == 0.2
     assert info["files"]["weights"]["size_ok"] and set(info["files"]) == {"weights", "optimizer"}
-    text = store.format_info(info)
+    text = format_info(info)
     for needed in ("2000", "REL-A-001", "REL-B-002", "weights.safetensors", "loss_A 0.2", "verified    yes"):
         assert needed in text, needed
 
-    refs = store.release_refs(json.loads((folder / "manifest.json").read_text()))
+    refs = release_refs(json.loads((folder / "manifest.json").read_text()))
     assert refs["A_release_ref"] == "REL-A-001" and refs["B_name"] == "bob" and refs["model_iteration"] == "2000"
     assert all(isinstance(v, str) for v in refs.values())
-    assert store.release_refs({})["A_release_ref"] == ""
+    assert release_refs({})["A_release_ref"] == ""
 
     (folder / "weights.safetensors").write_bytes(b"broken")
-    info = store.model_info(folder, verify=True)
+    info = model_info(folder, verify=True)
     assert info["verified"] is False and "weights.safetensors" in info["problem"]
-    assert "WRONG SIZE" in store.format_info(info)
+    assert "WRONG SIZE" in format_info(info)
 
 
 def test_pick_device_words():
@@ -534,7 +535,7 @@ def test_resumed_moments_take_their_channels_last_parameters_layout(tmp_path):
 
     resumed, ropt = fresh()
     resumed.load_state_dict(store.load_model(tmp_path / "m")[0].state_dict())
-    store.load_training_state(tmp_path / "m", resumed, ropt)
+    checkpoint.load_training_state(tmp_path / "m", resumed, ropt)
     conv = resumed.encoder.downs[1].weight
     assert not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last)
     assert ropt.state[conv]["exp_avg"].stride() == conv.stride()

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.models import PRESETS, FaceModel, ModelConfig, PatchDiscriminator
-from vfxswap.models.nets import count_params, flops_per_sample
+from vfxswap.models import build_model
+from vfxswap.models.config import PRESETS, ModelConfig
+from vfxswap.models.nets import FaceModel, PatchDiscriminator, count_params, flops_per_sample
 
 TINY = ModelConfig("df", 32, ae_dims=16, e_dims=4, d_dims=4, d_mask_dims=4)
 
@@ -40,10 +41,10 @@ def test_preset_shapes_and_range(preset, arch):
     full = dataclasses.replace(PRESETS[preset], arch=arch)
     full.validate()
     with torch.device("meta"):
-        big = FaceModel(full)
+        big = build_model(full)
     assert count_params(big) > (5e6 if preset == "quick" else 5e7)
     config = full if preset == "quick" else small_version(full)
-    model = FaceModel(config, seed=0)
+    model = build_model(config, seed=0)
     x = images(2, config.resolution)
     for ident in ("A", "B"):
         rgb, mask = model(x, ident)
@@ -60,14 +61,14 @@ def test_presets_grow_in_size():
     sizes = []
     for name in ("quick", "sae-256", "sae-512"):
         with torch.device("meta"):
-            sizes.append(count_params(FaceModel(PRESETS[name])))
+            sizes.append(count_params(build_model(PRESETS[name])))
     assert sizes == sorted(sizes)
 
 
 def test_part_names_and_state_dict_prefixes():
     for arch, names in (("df", ["encoder", "inter", "decoder_A", "decoder_B"]),
                         ("liae", ["encoder", "inter_AB", "inter_B", "decoder"])):
-        model = FaceModel(tiny(arch=arch), seed=0)
+        model = build_model(tiny(arch=arch), seed=0)
         assert model.part_names() == names
         assert list(model.parts) == names
         assert sum(count_params(p) for p in model.parts.values()) == count_params(model)
@@ -75,8 +76,20 @@ def test_part_names_and_state_dict_prefixes():
             assert key.split(".")[0] in names
 
 
+def test_each_architecture_is_a_registered_face_model():
+    from vfxswap.models import ARCHITECTURES
+
+    for arch in ARCHITECTURES:
+        cls = ARCHITECTURES.get(arch)
+        assert issubclass(cls, FaceModel) and cls.arch == arch and cls.PARTS[0] == "encoder"
+        assert set(cls.SHARED_PARTS) <= set(cls.PARTS)
+        assert type(build_model(tiny(arch=arch), seed=0)) is cls
+    with pytest.raises(VfxSwapError, match="arch"):
+        ARCHITECTURES.get("df")(tiny(arch="liae"))  # a class builds only its own arch
+
+
 def test_df_identities_use_their_own_decoder():
-    model = FaceModel(tiny(), seed=1)
+    model = build_model(tiny(), seed=1)
     x = images(2, 32)
     with torch.no_grad():
         a0, b0 = model(x, "A"), model(x, "B")
@@ -90,7 +103,7 @@ def test_df_identities_use_their_own_decoder():
 
 
 def test_liae_swap_uses_inter_ab_twice():
-    model = FaceModel(tiny(arch="liae"), seed=2)
+    model = build_model(tiny(arch="liae"), seed=2)
     x = images(2, 32)
     calls = {"inter_AB": 0, "inter_B": 0}
     for name in calls:
@@ -114,7 +127,7 @@ def test_liae_swap_uses_inter_ab_twice():
 
 @pytest.mark.parametrize("arch", ["df", "liae"])
 def test_gradient_reaches_every_parameter_of_the_path(arch):
-    model = FaceModel(tiny(arch=arch, variants="u"), seed=3)
+    model = build_model(tiny(arch=arch, variants="u"), seed=3)
     x = images(2, 32)
     for ident in ("A", "B"):
         model.zero_grad(set_to_none=True)
@@ -142,7 +155,7 @@ def _spatial_sizes(module: nn.Module, x_fn) -> list[int]:
 
 
 def test_variant_d_halves_the_decoder_and_keeps_output_size():
-    plain, double = FaceModel(tiny(resolution=64), seed=0), FaceModel(tiny(resolution=64, variants="d"), seed=0)
+    plain, double = build_model(tiny(resolution=64), seed=0), build_model(tiny(resolution=64, variants="d"), seed=0)
     x = images(1, 64)
     with torch.no_grad():
         sizes_plain = _spatial_sizes(plain.decoder_A.res, lambda: plain(x, "A"))
@@ -156,7 +169,7 @@ def test_variant_d_halves_the_decoder_and_keeps_output_size():
 
 
 def test_variant_t_adds_a_level():
-    plain, deep = FaceModel(tiny(resolution=64), seed=0), FaceModel(tiny(resolution=64, variants="t"), seed=0)
+    plain, deep = build_model(tiny(resolution=64), seed=0), build_model(tiny(resolution=64, variants="t"), seed=0)
     assert len(deep.encoder.downs) == len(plain.encoder.downs) + 1 == 5
     assert len(deep.decoder_A.ups) == len(plain.decoder_A.ups) + 1 == 4
     assert len(deep.decoder_A.mask_ups) == len(plain.decoder_A.mask_ups) + 1
@@ -165,28 +178,28 @@ def test_variant_t_adds_a_level():
 
 
 def test_variant_u_pixel_normalises_the_code():
-    model = FaceModel(tiny(variants="u"), seed=0)
+    model = build_model(tiny(variants="u"), seed=0)
     with torch.no_grad():
         feats = model.encode(images(3, 32) * 5)
     assert torch.allclose(feats.pow(2).mean(1), torch.ones(3), atol=1e-3)
-    assert not FaceModel(tiny(), seed=0).encoder.pixel_norm
+    assert not build_model(tiny(), seed=0).encoder.pixel_norm
 
 
 @pytest.mark.parametrize("arch", ["df", "liae"])
 def test_channels_last_matches_contiguous(arch):
     config = tiny(arch=arch, resolution=64, variants="ud")
-    model = FaceModel(config, seed=4)
+    model = build_model(config, seed=4)
     x = images(2, 64)
     with torch.no_grad():
         ref = model(x, "B")
-        model_cl = FaceModel(config, seed=4).to(memory_format=torch.channels_last)
+        model_cl = build_model(config, seed=4).to(memory_format=torch.channels_last)
         out = model_cl(x.contiguous(memory_format=torch.channels_last), "B")
     for a, b in zip(ref, out):
         assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_bf16_autocast_forward_and_backward():
-    model = FaceModel(tiny(variants="ud", resolution=64), seed=5)
+    model = build_model(tiny(variants="ud", resolution=64), seed=5)
     x = images(2, 64)
     with torch.no_grad():
         ref = model(x, "A")
@@ -201,15 +214,15 @@ def test_bf16_autocast_forward_and_backward():
 
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
     state = torch.get_rng_state()
-    a, b, c = FaceModel(TINY, seed=7), FaceModel(TINY, seed=7), FaceModel(TINY, seed=8)
+    a, b, c = build_model(TINY, seed=7), build_model(TINY, seed=7), build_model(TINY, seed=8)
     assert torch.equal(state, torch.get_rng_state())
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
     torch.manual_seed(3)
-    d = FaceModel(TINY)
+    d = build_model(TINY)
     torch.manual_seed(3)
-    e = FaceModel(TINY)
+    e = build_model(TINY)
     assert all(torch.equal(v, e.state_dict()[k]) for k, v in d.state_dict().items())
 
 
@@ -232,7 +245,7 @@ def test_validate_names_the_bad_option(change, option):
     with pytest.raises(VfxSwapError, match=f"model option {option}:"):
         config.validate()
     with pytest.raises(VfxSwapError):
-        FaceModel(config)
+        build_model(config)
 
 
 def test_config_dict_round_trip():
@@ -243,13 +256,13 @@ def test_config_dict_round_trip():
         ModelConfig.from_dict({**TINY.to_dict(), "layers": 3})
     with pytest.raises(VfxSwapError, match="resolution"):
         ModelConfig.from_dict({**TINY.to_dict(), "resolution": 33})
-    model = FaceModel(TINY)
+    model = build_model(TINY)
     model.config.arch = "liae"  # the model keeps its own copy of the config
     assert TINY.arch == "df"
 
 
 def test_bad_input_and_identity_are_refused():
-    model = FaceModel(TINY, seed=0)
+    model = build_model(TINY, seed=0)
     with pytest.raises(VfxSwapError, match="identity"):
         model(images(1, 32), "C")
     with pytest.raises(VfxSwapError, match="resolution 32"):
@@ -277,7 +290,7 @@ def _hooked_flops(model: FaceModel, x: torch.Tensor, ident: str) -> int:
 @pytest.mark.parametrize("variants", ["", "d", "t", "udt"])
 def test_flops_match_the_layers_run(arch, variants):
     config = tiny(arch=arch, variants=variants, resolution=64)
-    model = FaceModel(config, seed=0)
+    model = build_model(config, seed=0)
     assert flops_per_sample(config) == _hooked_flops(model, images(1, 64), "B")
 
 

@@ -259,6 +259,29 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
     assert output["inputs"] == [merge]
 
 
+def test_the_gizmo_offers_the_engine_s_own_render_options(monkeypatch, tmp_path):
+    """The option knobs are the engine's render options (vfxswap.jobspec): the gizmo file holds
+    exactly the lines knobs.py writes from them (so a new mask or colour match reaches the
+    menus), each menu is the registry's choices and each default the engine's."""
+    monkeypatch.syspath_prepend(str(PLUGIN / "python"))
+    from vfxswap.jobspec import RenderOptions, spec
+    from vfxswap_nuke import knobs as gizmo_knobs
+
+    text = (PLUGIN / "gizmos" / "VfxSwap.gizmo").read_text()
+    lines = gizmo_knobs.knob_lines()
+    assert "\n".join(lines) in text, "the gizmo is out of date: run python nuke_plugin/python/vfxswap_nuke/knobs.py"
+    declared, _, _ = parse_gizmo(text)
+    options = spec(RenderOptions)
+    for name in gizmo_knobs.OPTIONS:
+        if options[name].choices:
+            assert declared[name]["menu"] == list(options[name].choices)
+            assert f" {name} {options[name].default}" in lines or options[name].choices[0] == options[name].default
+    copy = tmp_path / "VfxSwap.gizmo"
+    copy.write_text(text.replace(lines[0], " addUserKnob {4 face_type l Old M {full}}"))
+    assert gizmo_knobs.write_gizmo(copy) and copy.read_text() == text  # the writer restores it
+    assert not gizmo_knobs.write_gizmo(copy)
+
+
 def test_init_only_adds_paths_and_menu_adds_the_node(nuke):
     runpy.run_path(str(PLUGIN / "init.py"))
     assert nuke.plugin_paths == [str(PLUGIN / "gizmos"), str(PLUGIN / "python")]

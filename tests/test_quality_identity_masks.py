@@ -6,15 +6,17 @@ identity on two real GRID speakers; masks against FaceSynthetics' ground-truth s
 
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
+import dlib
 import numpy as np
 import pytest
+import skimage.data
 
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import quality
-from vfxswap.masks import hull_mask
+from vfxswap.masks.hull import hull_mask
+
+from conftest import need_shared
 
 # iBUG 68 left/right mirror permutation (0-based): point i of a mirrored face is point MIRROR[i].
 MIRROR = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
@@ -22,8 +24,6 @@ MIRROR = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 2
                   + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
 SEG_FACE = [1, 2, 3, 4, 5, 6, 9, 10, 11, 14]  # skin, nose, eyes, brows, mouth, lips, beard
 FACESYNTH = "synthetic/facesynthetics_dev"
-
-needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib is not installed")
 
 
 def rot(axis: str, deg: float) -> np.ndarray:
@@ -144,18 +144,13 @@ def test_head_pose_rejects_bad_landmarks():
 
 @pytest.fixture(scope="module")
 def embedder():
-    pytest.importorskip("dlib")
     from vfxswap.faces.identity import FaceEmbedder
 
-    try:
-        return FaceEmbedder()
-    except VfxSwapError as exc:
-        pytest.skip(str(exc))
+    return FaceEmbedder()  # its model files come with face-recognition-models, a declared dependency
 
 
 @pytest.fixture(scope="module")
 def detector():
-    dlib = pytest.importorskip("dlib")
     return dlib.get_frontal_face_detector()
 
 
@@ -192,10 +187,8 @@ def test_distance_and_mean_embedding():
         mean_embedding([])
 
 
-@needs_dlib
 def test_astronaut_embedding(embedder, detector):
-    skdata = pytest.importorskip("skimage.data")
-    rgb = skdata.astronaut()  # public domain, ships inside scikit-image
+    rgb = skimage.data.astronaut()  # public domain, ships inside scikit-image
     points = detect_landmarks(embedder, detector, rgb, 0)
     assert points is not None and points.shape == (68, 2)
     vec = embedder.embed(rgb, points)
@@ -212,14 +205,13 @@ def test_astronaut_embedding(embedder, detector):
         embedder.embed(rgb.astype(np.float32), points)
 
 
-@needs_dlib
 def test_identity_separates_two_grid_speakers(embedder, detector, shared_file):
     from vfxswap.faces.identity import SAME_PERSON, distance, mean_embedding
 
     def sample(folder: str, n: int = 6):
         files = sorted(shared_file(folder).glob("*.jpg"))
         if len(files) < n:
-            pytest.skip(f"too few frames in {folder}")
+            need_shared(f"too few frames in {folder}")
         picks = [files[i] for i in np.linspace(0, len(files) - 1, n).astype(int)]
         images, points = [], []
         for path in picks:
@@ -264,7 +256,7 @@ def facesynthetics(shared_data):
         points = np.loadtxt(path.with_name(path.stem + "_ldmks.txt"))[:68]
         items.append((path, seg, points))
     if not items:
-        pytest.skip(f"no FaceSynthetics renders in {folder}")
+        need_shared(f"no FaceSynthetics renders in {folder}")
     return items
 
 

@@ -14,9 +14,11 @@ import skimage.data
 from vfxswap.color import ColorPipeline
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
-from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faces.extract import extract
+from vfxswap.jobspec import ExtractOptions
 from vfxswap.plates import Image, read_image, write_image
-from vfxswap.render import RenderOptions, render
+from vfxswap.jobspec import RenderOptions
+from vfxswap.render.render import render
 
 FRAMES = (1001, 1002, 1003)
 
@@ -37,7 +39,7 @@ def shot(tmp_path_factory):
         img.set_attribute("oiio:ColorSpace", "ACEScg")
         img.set_attribute("smpte:TimeCode", (0x10000000 + i, 0), "timecode")
         write_image(root / "plates" / f"plate.{frame}.exr", img)
-    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(backend="dlib", size=128))
+    extract(str(root / "plates" / "plate.####.exr"), str(root / "faceset"), ExtractOptions(detector="dlib", landmarker="dlib", size=128))
     return root
 
 
@@ -161,11 +163,11 @@ def test_without_a_faceset_faces_are_found_live(shot, tmp_path):
     assert (err / np.maximum(np.abs(plate), 0.05)).max() < 2e-3
 
 
-def test_like_keeps_the_referenced_identity(shot, tmp_path, shared_data):
+def test_like_keeps_the_referenced_identity(shot, tmp_path, shared_file):
     ref = tmp_path / "ref.png"
     write_image(ref, Image.from_array(skimage.data.astronaut().astype(np.float32) / 255.0))
     assert render(_options(shot, tmp_path / "a", frames="1001", like=[str(ref)])).without_faces == []
-    other = sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))[:2]  # a different person
+    other = sorted(shared_file("identities/A_grid_s1").glob("*.jpg"))[:2]  # a different person
     with pytest.raises(VfxSwapError, match="looks like"):
         render(_options(shot, tmp_path / "b", frames="1001", like=[str(p) for p in other]))
 
@@ -256,7 +258,7 @@ def test_marcie_hdr_highlights_survive_pass_through(shared_file, tmp_path):
     hot = Image(m.pixels * np.array([2.83, 2.83, 2.83, 1.0], np.float32), m.channels, m.data_window,
                 m.display_window, dict(m.attributes))
     write_image(tmp_path / "plates" / "m.1001.exr", hot)
-    extract(str(tmp_path / "plates" / "m.####.exr"), str(tmp_path / "fs"), ExtractOptions(backend="dlib", size=128))
+    extract(str(tmp_path / "plates" / "m.####.exr"), str(tmp_path / "fs"), ExtractOptions(detector="dlib", landmarker="dlib", size=128))
     render(RenderOptions(model="passthrough", plates=str(tmp_path / "plates" / "m.####.exr"), faceset=str(tmp_path / "fs"),
                          out=str(tmp_path / "out"), resolution=512, color="none", mask="hull"))
     face = read_image(tmp_path / "out" / "face.1001.exr").on_display_window()

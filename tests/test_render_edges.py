@@ -15,7 +15,8 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faceset import Faceset
 from vfxswap.plates import Image, read_image, select_frames, write_image
 from vfxswap.plates.image import Box
-from vfxswap.render import RenderOptions, render
+from vfxswap.jobspec import RenderOptions
+from vfxswap.render.render import render
 
 FRAMES = [1001, 1002, 1003]
 
@@ -173,7 +174,8 @@ def _two_part(path, first, second):
 def test_plates_whose_first_part_has_no_colour(shot, tmp_path):
     """A multi-part plate with its depth part first renders from its RGBA part; a luminance-only
     plate fails each frame with one line naming the file, in render and extract alike."""
-    from vfxswap.faces.extract import ExtractOptions, extract
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
 
     folder = tmp_path / "depth_first"
     folder.mkdir()
@@ -197,7 +199,7 @@ def test_plates_whose_first_part_has_no_colour(shot, tmp_path):
     report = render(_options(y_pattern, y_fs, tmp_path / "y_out", frames="1001-1002"))
     assert not report.written and list(report.failed) == [1001, 1002]
     assert "plate.1001.exr" in report.failed[1001] and "no R, G, B" in report.failed[1001]
-    found = extract(str(y_pattern), str(tmp_path / "y_extract"), ExtractOptions(backend="dlib", size=96))
+    found = extract(str(y_pattern), str(tmp_path / "y_extract"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
     assert sorted(found.failed) == FRAMES and "no R, G, B" in found.failed[1001]
 
 
@@ -243,12 +245,13 @@ def test_a_movie_plate_renders_over_its_frames_in_scene_linear(shot, tmp_path):
     """A movie extracted as it is (faces numbered from 1001) renders as it is too: its frames are
     decoded to scene-linear EXR beside the layers (as `plates convert` would), the faceset finds
     them under the movie's own name, and the layers sit in that scene-linear space."""
-    from vfxswap.faces.extract import ExtractOptions, extract
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
     from vfxswap.plates.convert import convert
 
     movie = tmp_path / "clip.mp4"
     convert(str(shot / "plates" / "plate.####.exr"), str(movie))  # an 8-bit H.264 through the view
-    assert extract(str(movie), str(tmp_path / "fs"), ExtractOptions(backend="dlib", size=128)).faces == len(FRAMES)
+    assert extract(str(movie), str(tmp_path / "fs"), ExtractOptions(detector="dlib", landmarker="dlib", size=128)).faces == len(FRAMES)
     report = render(_options(movie, tmp_path / "fs", tmp_path / "out"))
     assert report.written == FRAMES and not report.failed and not report.without_faces
     layer = read_image(tmp_path / "out" / "face.1002.exr")

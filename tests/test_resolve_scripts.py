@@ -458,7 +458,7 @@ def test_swap_with_skip_existing_imports_the_whole_range(rs, scripted, tmp_path,
     mpi = FakeMediaPoolItem(log, {"File Path": "/shots/plate.[1001-1008].exr", "Start": "1001", "End": "1008"})
     placed, imported, appended = _swap(rs, FakeTimelineItem(log, mpi, 86400, 86408), tmp_path,
                                        rs._parse_options("color=none skip-existing"))
-    assert runner.jobs[0].options["skip-existing"] is True
+    assert runner.jobs[0].options["skip_existing"] is True  # as RenderJob keeps them: field names
     assert (imported["StartIndex"], imported["EndIndex"]) == (1001, 1008)
     assert (appended["startFrame"], appended["endFrame"], appended["recordFrame"]) == (0, 8, 86400)
 

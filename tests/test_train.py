@@ -17,15 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_faceset
+from conftest import need_shared, write_faceset
 from vfxswap.errors import VfxSwapError
-from vfxswap.faces.extract import ExtractOptions, extract
+from vfxswap.faces.extract import extract
+from vfxswap.jobspec import ExtractOptions
 from vfxswap.models.store import load_model
 from vfxswap.train.data import FaceSamples
 from vfxswap.train.losses import masked_mse
-from vfxswap.train.trainer import TrainOptions, Trainer, train
+from vfxswap.jobspec import TrainOptions
+from vfxswap.train.trainer import Trainer, train
 
 REF = {"A": "REL-2026-0042 (test)", "B": "REL-2026-0043 (test)"}
+REFS = {"release_ref_src": REF["A"], "release_ref_dst": REF["B"]}  # as TrainOptions takes them
 
 
 def _cli(*args, **kw):
@@ -40,7 +43,7 @@ def synthetic(tmp_path_factory):
 
 
 def _options(a, b, model, **kw) -> TrainOptions:
-    base = dict(src=str(a), dst=str(b), model_dir=str(model), release_ref=REF, iters=4, batch=4, workers=0,
+    base = dict(src=str(a), dst=str(b), model_dir=str(model), **REFS, iters=4, batch=4, workers=0,
                 preview_every=1000, save_every=1000, log_every=1, quiet=True, lr=2e-4, warmup=1)
     base.update(kw)
     return TrainOptions(**base)
@@ -49,7 +52,7 @@ def _options(a, b, model, **kw) -> TrainOptions:
 def test_release_ref_is_required_and_recorded(synthetic, tmp_path):
     a, b = synthetic
     with pytest.raises(VfxSwapError, match="release-ref"):
-        Trainer(_options(a, b, tmp_path / "m", release_ref={}))
+        Trainer(_options(a, b, tmp_path / "m", release_ref_src=None, release_ref_dst=None))
     assert train(_options(a, b, tmp_path / "m", iters=2)) == 2
     _, manifest = load_model(tmp_path / "m")
     assert manifest["identities"]["A"]["release_ref"] == REF["A"]
@@ -58,6 +61,33 @@ def test_release_ref_is_required_and_recorded(synthetic, tmp_path):
     assert out.returncode == 0 and REF["A"] in out.stdout
     again = _cli("train", "--src", a, "--dst", b, "--model", tmp_path / "m", "--release-ref", "X", "--iters", "3")
     assert again.returncode == 1 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_every_model_dimension_is_set_from_the_command_line(tmp_path):
+    """`vfxswap train` takes each ModelConfig field over the preset; the manifest (and so the
+    model `vfxswap render` builds) records them. Bad values are one line before anything runs;
+    a resume asking for other dimensions is refused, one asking for the saved ones is not."""
+    a, b = (write_faceset(tmp_path / name, face_type="full", seed=seed) for name, seed in (("A", 1), ("B", 2)))
+    base = ["train", "--src", a, "--dst", b, "--release-ref", "REL-9", "--batch", "2", "--workers", "0",
+            "--preview-every", "1000", "--save-every", "1000"]
+    out = _cli(*base, "--model", tmp_path / "m", "--iters", "2", "--ae-dims", "64", "--e-dims", "16", "--d-dims", "8",
+               "--d-mask-dims", "8", "--arch", "liae", "--variants", "u", "--resolution", "32", "--face-type", "full")
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "m" / "manifest.json").read_text())["config"]
+    assert config == {"arch": "liae", "resolution": 32, "ae_dims": 64, "e_dims": 16, "d_dims": 8, "d_mask_dims": 8,
+                      "variants": "u", "face_type": "full"}
+    model, _ = load_model(tmp_path / "m")
+    assert model.config.to_dict() == config and sorted(model.parts) == ["decoder", "encoder", "inter_AB", "inter_B"]
+    same = _cli(*base, "--model", tmp_path / "m", "--iters", "3", "--resume", "--ae-dims", "64")
+    assert same.returncode == 0, same.stderr
+    other = _cli(*base, "--model", tmp_path / "m", "--iters", "4", "--resume", "--ae-dims", "128")
+    assert other.returncode == 1 and "--ae-dims 128 asks for another model" in other.stderr
+    for bad, message in ((["--resolution", "40"], "resolution: 40 must be a multiple of 32 for variants 'ud'"),
+                         (["--e-dims", "0"], "e_dims: 0 must be a positive integer"),
+                         (["--variants", "x"], "variants: 'x' must be distinct letters")):
+        out = _cli(*base, "--model", tmp_path / "bad", *bad)
+        assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "bad").exists()
 
 
 def _nan_on_calls(trainer, monkeypatch, calls: set[int]) -> None:
@@ -266,9 +296,10 @@ def test_two_process_ddp_on_cpu_trains_one_model(synthetic, tmp_path):
 
 DDP_NAN_ON_RANK_0 = """
 import json, sys, torch
-from vfxswap.train.trainer import TrainOptions, Trainer
+from vfxswap.jobspec import TrainOptions
+from vfxswap.train.trainer import Trainer
 a, b, model = sys.argv[1:4]
-trainer = Trainer(TrainOptions(src=a, dst=b, model_dir=model, release_ref={"A": "R-A", "B": "R-B"}, iters=6, batch=2,
+trainer = Trainer(TrainOptions(src=a, dst=b, model_dir=model, release_ref_src="R-A", release_ref_dst="R-B", iters=6, batch=2,
                                workers=0, device="cpu", snapshot_every=2, preview_every=1000, log_every=1, quiet=True,
                                lr=2e-4, warmup=1))
 if trainer.rank == 0:  # only this rank's forward goes bad, at its fourth call
@@ -326,19 +357,21 @@ def _heldout_psnr(model, faceset) -> float:
     return float(10 * torch.log10(1.0 / masked_mse(pred, x, m)))
 
 
-def test_quick_model_learns_the_grid_identities(shared_data, tmp_path):
+def test_quick_model_learns_the_grid_identities(shared_data, shared_file, tmp_path):
     src_a, src_b = shared_data / GRID_A, shared_data / GRID_B
     names_a = sorted(p.name for p in src_a.glob("*.jpg"))
     names_b = sorted(p.name for p in src_b.glob("*.jpg"))
     if len(names_a) < 60 or len(names_b) < 40:
-        pytest.skip("GRID identity stills absent")
-    opts = ExtractOptions(backend="dlib", size=96)
+        need_shared("GRID identity stills absent")
+    for rel in ("videos/grid/brbk7n.mpg", "exr/marcie/marcie_512_linear_srgb_DERIVED.exr"):
+        shared_file(rel)  # what the render at the end reads: checked before minutes of training
+    opts = ExtractOptions(detector="dlib", landmarker="dlib", size=96)
     fs = {}
     for key, src, names in (("A", src_a, names_a[::2]), ("A_held", src_a, names_a[1::9]), ("B", src_b, names_b[::2])):
         fs[key] = tmp_path / f"fs_{key}"
         extract(str(_stills(src, tmp_path / f"in_{key}", names)), str(fs[key]), opts)
     model_dir = tmp_path / "model"
-    options = TrainOptions(src=str(fs["A"]), dst=str(fs["B"]), model_dir=str(model_dir), release_ref=REF,
+    options = TrainOptions(src=str(fs["A"]), dst=str(fs["B"]), model_dir=str(model_dir), **REFS,
                            preset="quick", iters=160, batch=8, lr=3e-4, warmup=10, workers=2, log_every=10,
                            preview_every=80, save_every=80, quiet=True)
     trainer = Trainer(options)
@@ -363,11 +396,12 @@ def _render_b_as_a(shared_data, model_dir, tmp_path):
     layers with the right windows, channels and provenance; highlights above 1 survive."""
     from vfxswap.plates.convert import convert
     from vfxswap.plates import read_image
-    from vfxswap.render import RenderOptions, render
+    from vfxswap.jobspec import RenderOptions
+    from vfxswap.render.render import render
 
     convert(str(shared_data / "videos" / "grid" / "brbk7n.mpg"), str(tmp_path / "b_plates" / "b.####.exr"),
             frames="1041-1044")
-    extract(str(tmp_path / "b_plates" / "b.####.exr"), str(tmp_path / "b_faces"), ExtractOptions(backend="dlib", size=96))
+    extract(str(tmp_path / "b_plates" / "b.####.exr"), str(tmp_path / "b_faces"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
     report = render(RenderOptions(model=str(model_dir), plates=str(tmp_path / "b_plates" / "b.####.exr"),
                                   faceset=str(tmp_path / "b_faces"), out=str(tmp_path / "b_render"), comp=True))
     assert report.written == [1041, 1042, 1043, 1044] and not report.without_faces
@@ -388,7 +422,7 @@ def _render_b_as_a(shared_data, model_dir, tmp_path):
         hot = Image(m.pixels * np.array([6.0, 6.0, 6.0, 1.0], np.float32), m.channels, m.data_window,
                     m.display_window, dict(m.attributes))
         write_image(tmp_path / "hdr" / "m.1001.exr", hot)
-        extract(str(tmp_path / "hdr" / "m.####.exr"), str(tmp_path / "hdr_faces"), ExtractOptions(backend="dlib", size=96))
+        extract(str(tmp_path / "hdr" / "m.####.exr"), str(tmp_path / "hdr_faces"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
         render(RenderOptions(model=str(model_dir), plates=str(tmp_path / "hdr" / "m.####.exr"),
                              faceset=str(tmp_path / "hdr_faces"), out=str(tmp_path / "hdr_render")))
         face = read_image(tmp_path / "hdr_render" / "face.1001.exr").on_display_window()
@@ -499,7 +533,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")  # the OS, not the project
 def test_ranks_die_with_a_killed_launcher(synthetic, tmp_path):
     """A farm's kill -9 of the task's process group takes `vfxswap train --gpus 2` and torchrun,
     but not the ranks: torchrun starts each in a session of its own. Left running they would hold
@@ -527,8 +561,8 @@ def test_torchrun_gives_stopped_ranks_the_farm_grace_to_save(monkeypatch):
     """torchrun kills ranks 30 s after passing on a SIGTERM unless told otherwise; a DDP stop may
     need longer (the ranks meet at their next snapshot, then save), so `--gpus N` extends it to
     the grace the farm bundle asks for training, and drops --gpus so the ranks do not relaunch."""
-    from vfxswap import cli
     from vfxswap.farm.bundle import TRAIN_GRACE_S
+    from vfxswap.train.launch import under_torchrun
 
     started = []
 
@@ -541,7 +575,7 @@ def test_torchrun_gives_stopped_ranks_the_farm_grace_to_save(monkeypatch):
 
     monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
     monkeypatch.setattr(subprocess, "Popen", Launched)
-    assert cli._under_torchrun(["train", "--gpus", "2", "--iters", "9"], 2) == 0
+    assert under_torchrun(["train", "--gpus", "2", "--iters", "9"], 2) == 0
     (args, env), = started
     assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(TRAIN_GRACE_S)
     assert args[-4:] == ["vfxswap", "train", "--iters", "9"] and "--nproc-per-node" in args

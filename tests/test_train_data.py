@@ -289,15 +289,16 @@ def test_cache_is_bounded_and_not_pickled(faceset):
     assert ds._cache == {}
 
 
-def test_real_faceset_from_the_extractor(tmp_path, shared_data):
-    from vfxswap.faces.extract import ExtractOptions, extract
+def test_real_faceset_from_the_extractor(tmp_path, shared_file):
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
 
     stills = tmp_path / "stills"
     stills.mkdir()
-    for p in sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))[:10]:
+    for p in sorted(shared_file("identities/A_grid_s1").glob("*.jpg"))[:10]:
         shutil.copy(p, stills / p.name)  # a few frames keep the test quick; copied to tmp only
     out = tmp_path / "fs"
-    report = extract(str(stills), str(out), ExtractOptions(backend="dlib", size=128))
+    report = extract(str(stills), str(out), ExtractOptions(detector="dlib", landmarker="dlib", size=128))
     assert report.faces == 10
     ds = FaceSamples(out, 96, face_type="whole_face")
     plain = FaceSamples(out, 96, augment=False, warp=False)

@@ -12,8 +12,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.plates import video
 from vfxswap.plates.video import ffmpeg_exe, probe_video, read_video, write_preview
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-GRID = DATA / "videos" / "grid" / "bbaf2n.mpg"
+GRID = "videos/grid/bbaf2n.mpg"  # under the shared data (conftest.shared_file)
 
 
 def gradient_clip(count: int = 24, width: int = 64, height: int = 48) -> list[np.ndarray]:
@@ -128,14 +127,13 @@ def test_odd_size_is_padded_to_even(tmp_path):
         assert np.abs(pixels[:47, :63] - source / 255.0).mean() < 0.05
 
 
-def test_grid_clip():
-    if not GRID.is_file():
-        pytest.skip(f"{GRID} not present")
-    info = probe_video(GRID)
+def test_grid_clip(shared_file):
+    grid = shared_file(GRID)
+    info = probe_video(grid)
     assert (info.width, info.height) == (360, 288)
     assert info.fps == pytest.approx(25.0)
     assert info.frames is not None and abs(info.frames - 75) <= 1
-    decoded = list(read_video(GRID, first_frame=1))
+    decoded = list(read_video(grid, first_frame=1))
     assert abs(len(decoded) - 75) <= 1
     assert decoded[0][1].shape == (288, 360, 3)
     assert 0.05 < float(decoded[0][1].mean()) < 0.95  # a real picture, not black or white

@@ -73,9 +73,12 @@ def make_stills(folder: Path, count: int = 16) -> str:
 
 def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 250, batch: int = 8) -> dict:
     """Plates, facesets, a quick model, face layers, comp and preview under `out`."""
-    from vfxswap.faces.extract import ExtractOptions, extract
-    from vfxswap.render import RenderOptions, render
-    from vfxswap.train.trainer import TrainOptions, train
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
+    from vfxswap.jobspec import RenderOptions
+    from vfxswap.render.render import render
+    from vfxswap.jobspec import TrainOptions
+    from vfxswap.train.trainer import train
 
     for name, value, least in (("--frames", frames, 2), ("--iters", iters, 1), ("--batch", batch, 1)):
         if value < least:  # before anything is made, not after a minute of extraction
@@ -87,12 +90,12 @@ def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 250, batch: in
     plates = make_plates(root / "plates", frames)
     stills = make_stills(root / "stills")
     step("extracting faces (identity A from stills, identity B from the plate)")
-    extract(stills, str(root / "facesets" / "A"), ExtractOptions(size=128, backend="dlib"))
-    extract(plates, str(root / "facesets" / "B"), ExtractOptions(size=128, backend="dlib"))
+    extract(stills, str(root / "facesets" / "A"), ExtractOptions(size=128, detector="dlib", landmarker="dlib"))
+    extract(plates, str(root / "facesets" / "B"), ExtractOptions(size=128, detector="dlib", landmarker="dlib"))
     step(f"training a quick model for {iters} iterations on {'the GPU' if _cuda() else 'the CPU'}")
     train(TrainOptions(src=str(root / "facesets" / "A"), dst=str(root / "facesets" / "B"),
-                       model_dir=str(root / "model"), release_ref={"A": RELEASE_REF, "B": RELEASE_REF},
-                       names={"A": "Eileen Collins (stills)", "B": "Eileen Collins (plate)"},
+                       model_dir=str(root / "model"), release_ref=RELEASE_REF,
+                       name_src="Eileen Collins (stills)", name_dst="Eileen Collins (plate)",
                        preset="quick", iters=iters, batch=batch, lr=3e-4, warmup=20, workers=0,
                        preview_every=max(1, iters // 2), save_every=max(1, iters), log_every=10,
                        resume=(root / "model" / "manifest.json").exists()))

@@ -88,8 +88,19 @@ def collect(ocio: str | None = None) -> dict:
         "gpu": _gpu(),
         "ffmpeg": _ffmpeg(),
         "face_backends": [{"name": b.name, "available": b.available, "detail": b.detail} for b in backend_status()],
+        **{f"face_{kind}s": _face_choices(kind) for kind in ("detector", "landmarker")},
         "ocio": colour,
     }
+
+
+def _face_choices(kind: str) -> dict:
+    """The registered detectors or landmarkers: which can load here (offline), and what `auto` picks."""
+    from vfxswap.faces import backends
+
+    auto, why = backends.auto_choice(kind)
+    return {"choices": [{"name": name, "available": ok, "detail": detail}
+                        for name, (ok, detail) in backends.status(kind).items()],
+            "auto": auto, "auto_detail": why}
 
 
 def _oiio_openexr(oiio) -> str:
@@ -106,12 +117,15 @@ def format_report(data: dict) -> str:
     lines += ["", f"torch {gpu['torch']}: " + (", ".join(gpu["devices"]) if gpu["devices"] else "no GPU, running on CPU")]
     ff = data["ffmpeg"]
     lines += [f"ffmpeg: {ff['path'] or 'not found'}" + (f" ({ff.get('source')}; {ff['version']})" if ff["path"] else f" ({ff['version']})")]
-    lines += ["", "face backends:"]
+    lines += ["", "face model files:"]
     for b in data["face_backends"]:
-        lines.append(f"  {b['name']:<6} {'ready' if b['available'] else 'unavailable':<12} {b['detail']}")
-    ready = {b["name"] for b in data["face_backends"] if b["available"]}
-    auto = "fan" if "fan" in ready else "dlib" if "dlib" in ready else None
-    lines.append(f"  auto   -> {auto or 'none available'}")
+        lines.append(f"  {b['name']:<8} {'ready' if b['available'] else 'unavailable':<12} {b['detail']}")
+    for kind in ("detector", "landmarker"):
+        face = data[f"face_{kind}s"]
+        lines += ["", f"face {kind}s (--{kind}):"]
+        for c in face["choices"]:
+            lines.append(f"  {c['name']:<8} {'ready' if c['available'] else 'unavailable':<12} {c['detail']}")
+        lines.append(f"  auto   -> {face['auto'] or 'none available'}")
     oc = data["ocio"]
     lines += ["", "OCIO:"]
     if "error" in oc:

@@ -10,8 +10,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from vfxswap.color.kernels import (CCT_LIN_CUT, CCT_LIN_OFFSET, CCT_LIN_SLOPE, CCT_LOG_CUT, CCT_MAX, HALF_MAX,
-                                   NORM_SCALE)
+from vfxswap.color.constants import (CCT_LIN_CUT, CCT_LIN_OFFSET, CCT_LIN_SLOPE, CCT_LOG_CUT, CCT_MAX,
+                                     HALF_MAX, NORM_SCALE)
 
 f32 = np.float32
 S_LIN, O_LIN, CUT_LIN, CUT_LOG = f32(CCT_LIN_SLOPE), f32(CCT_LIN_OFFSET), f32(CCT_LIN_CUT), f32(CCT_LOG_CUT)

@@ -13,17 +13,11 @@ undefined value becomes black, an infinitely bright one the brightest a half can
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-CCT_LIN_SLOPE = 10.5402377416545
-CCT_LIN_OFFSET = 0.0729055341958355
-CCT_LIN_CUT = 0.0078125  # linear input below this is on the toe segment
-CCT_LOG_CUT = 0.155251141552511  # the same point in ACEScct
-CCT_MAX = (math.log2(65504.0) + 9.72) / 17.52
-NORM_SCALE = 1.0 / (1.0 - CCT_LIN_OFFSET)
-HALF_MAX = 65504.0
+# Shared with the numba kernels in `_jit` through `constants` (still importable from here).
+from vfxswap.color.constants import (CCT_LIN_CUT, CCT_LIN_OFFSET, CCT_LIN_SLOPE, CCT_LOG_CUT, CCT_MAX, HALF_MAX,
+                                     NORM_SCALE)
 
 
 def cct_encode_np(lin: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import PyOpenColorIO as OCIO
 
-from vfxswap.color import kernels
+from vfxswap.color import constants, kernels
 from vfxswap.color.config import ConfigChoice, resolve_config
 from vfxswap.errors import VfxSwapError
 
@@ -75,7 +75,7 @@ def sanitize(pixels: np.ndarray, where: str = "") -> NonFinite:
     """Replace NaN/Inf in place (float arrays) and report how many, naming `where`."""
     found = count_nonfinite(pixels)
     if found.total:
-        np.nan_to_num(pixels, copy=False, nan=0.0, posinf=kernels.HALF_MAX, neginf=0.0)
+        np.nan_to_num(pixels, copy=False, nan=0.0, posinf=constants.HALF_MAX, neginf=0.0)
         log.warning("%s: replaced non-finite values (%s)", where or "image", found)
     return found
 
@@ -221,8 +221,8 @@ class ColorPipeline:
         rgb = np.ascontiguousarray(plate_rgb[..., :3], dtype=np.float32).copy()
         sanitize(rgb, where)
         apply_threaded(self.processor(self.plate_space, self.encoding_space), rgb)
-        rgb -= kernels.CCT_LIN_OFFSET
-        rgb *= kernels.NORM_SCALE
+        rgb -= constants.CCT_LIN_OFFSET
+        rgb *= constants.NORM_SCALE
         if out is not None:
             out[...] = rgb
             return out
@@ -239,8 +239,8 @@ class ColorPipeline:
             return out
         rgb = np.ascontiguousarray(model_rgb[..., :3], dtype=np.float32).copy()
         sanitize(rgb, where)
-        rgb /= kernels.NORM_SCALE
-        rgb += kernels.CCT_LIN_OFFSET
+        rgb /= constants.NORM_SCALE
+        rgb += constants.CCT_LIN_OFFSET
         apply_threaded(self.processor(self.encoding_space, self.plate_space), rgb)
         if out is not None:
             out[...] = rgb
@@ -253,7 +253,7 @@ class ColorPipeline:
         """The view transform baked on the model encoding: (S, S, S, 3) over [0, 1], indexed [r, g, b]."""
         if self._display_lut is None:
             n = DISPLAY_LUT_SIZE
-            axis = np.linspace(0.0, 1.0, n, dtype=np.float32) / kernels.NORM_SCALE + kernels.CCT_LIN_OFFSET
+            axis = np.linspace(0.0, 1.0, n, dtype=np.float32) / constants.NORM_SCALE + constants.CCT_LIN_OFFSET
             r, g, b = np.meshgrid(axis, axis, axis, indexing="ij")
             grid = np.ascontiguousarray(np.stack([r, g, b], -1).reshape(-1, 3), dtype=np.float32)
             apply_threaded(self.view_processor(self.encoding_space), grid)
@@ -312,12 +312,12 @@ class ColorPipeline:
         e.g. sRGB-encoded ones, where values beyond clamp).
         """
         if which not in self._torch_luts:
-            ends = np.array([[[0.0, 0.0, 0.0], [kernels.HALF_MAX] * 3]], np.float32)
+            ends = np.array([[[0.0, 0.0, 0.0], [constants.HALF_MAX] * 3]], np.float32)
             if which == "to_model":
                 plate_ends = self.convert(ends, self.encoding_linear, self.plate_space)[0, :, 0]
                 lo, hi = min(0.0, float(plate_ends[0])), min(max(1.0, float(plate_ends[1])), 2.0)
             else:
-                lo, hi = 0.0, float(kernels.cct_encode_np(kernels.HALF_MAX))
+                lo, hi = 0.0, float(kernels.cct_encode_np(constants.HALF_MAX))
             axis = np.linspace(lo, hi, size, dtype=np.float32)
             r, g, b = np.meshgrid(axis, axis, axis, indexing="ij")
             grid = np.ascontiguousarray(np.stack([r, g, b], -1).reshape(1, -1, 3))

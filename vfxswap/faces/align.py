@@ -16,12 +16,11 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from vfxswap.errors import VfxSwapError
+from vfxswap.faces import FACE_TYPES, FaceType
 
 # fmt: off
 # The canonical 68-point iBUG mean face, 0-based iBUG order (jaw 0-16, brows 17-26, nose 27-35,
@@ -68,38 +67,6 @@ MIRROR_68 = np.array(
 # it is the least repeatable contour, it slides along the cheek as the head turns, and on a
 # profile the detector guesses half of it; the inner points pin position, angle and scale.
 ALIGN_POINTS = np.arange(17, 68)
-
-
-@dataclass(frozen=True)
-class FaceType:
-    """How the mean face is placed in the square crop, so every face covers the same area.
-
-    `span`: the fraction of the crop side that the mean face's 68-point bounding box (brow
-    tops to chin, jaw corner to jaw corner; about square) covers. `offset`: how far that box's
-    centre sits below the crop centre, as a fraction of the crop side (positive: the face sits
-    lower, leaving room above for forehead or hair; the crop centre moves up the head).
-
-    | type         | span | offset | brows at | chin at | what the crop holds                         |
-    |--------------|------|--------|----------|---------|---------------------------------------------|
-    | `full`       | 0.80 | 0      | 10%      | 90%     | brows to chin, cheek to cheek, 10% margin   |
-    | `whole_face` | 0.55 | 0.12   | 35%      | 90%     | adds the forehead (hairline near 7%)        |
-    | `head`       | 0.40 | 0.12   | 42%      | 82%     | whole head with hair, ears, top of the neck |
-
-    (brows/chin: height from the crop top. The forehead is taken as about half the brow-to-chin
-    height and the crown as about three quarters, so `head` leaves some 12% above the skull
-    for hair volume.)
-    """
-
-    span: float
-    offset: float
-    description: str
-
-
-FACE_TYPES = {
-    "full": FaceType(0.80, 0.0, "brows to chin, cheek to cheek"),
-    "whole_face": FaceType(0.55, 0.12, "forehead to chin, cheek to cheek"),
-    "head": FaceType(0.40, 0.12, "whole head with hair, ears and some neck"),
-}
 
 
 def _face_type(name: str) -> FaceType:

@@ -32,9 +32,10 @@ import numpy as np
 from vfxswap.color import ENCODING_NAME, ColorPipeline, kernels, resolve_config
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align, quality, track
-from vfxswap.faces.backends import load_backend
+from vfxswap.faces.backends import load_detector, load_landmarker
 from vfxswap.faceset.store import Faceset, FaceRow
-from vfxswap.masks import hull_mask
+from vfxswap.jobspec import ExtractOptions
+from vfxswap.masks.hull import hull_mask
 from vfxswap.plates.convert import VIDEO_SPACE, FrameSource, read_ahead
 from vfxswap.plates.frames import format_frames
 from vfxswap.plates.image import Image, need_rgb, read_image, read_info, write_image
@@ -42,7 +43,6 @@ from vfxswap.progress import progress
 
 log = logging.getLogger("vfxswap")
 STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"}
-HOG_MIN_FACE = 80  # dlib HOG finds faces of about this many pixels at upsample 0
 LANDMARK_MARGIN = 0.35  # display crop around a box for landmarks, as a fraction of its size
 LANDMARK_SIDE = 256  # faces wider than this are reduced to it for landmarks and identity
 IDENTITY_EVERY = 8  # frames: a continuing face is re-embedded at least this often
@@ -54,43 +54,6 @@ SMOOTH_EPS = 0.05  # plate pixels: smoothed landmarks that moved less keep their
 
 
 @dataclass
-class ExtractOptions:
-    frames: str | None = None
-    start: int = 1001  # a movie's first frame number
-    backend: str = "auto"
-    device: str = "cpu"
-    face_type: str = "whole_face"
-    size: int = 256
-    max_faces: int | None = None
-    min_size: float | None = None  # smallest face wanted, plate pixels (None: what the working size finds)
-    min_score: float | None = None  # detector confidence to keep a face (default: the backend's)
-    smooth: float = 1.0
-    detect_side: int = 960  # longest side of the detector's working image
-    detect_every: int = 4  # full-frame detection at least every N frames (1: every frame)
-    plate_space: str | None = None
-    ocio: str | None = None
-    debug_dir: str | None = None
-
-    def check(self) -> None:
-        """Refuse impossible values up front: a new faceset records its size and face type, so a
-        bad one must fail before anything is written, in one line, not as a traceback later."""
-        if self.face_type not in align.FACE_TYPES:
-            raise VfxSwapError(f"unknown face type {self.face_type!r} (choose from {', '.join(align.FACE_TYPES)})")
-        for name, least in (("size", 16), ("detect_side", 64), ("detect_every", 1), ("max_faces", 1),
-                            ("min_size", 0), ("smooth", 0)):
-            value = getattr(self, name)
-            if value is not None and not value >= least:  # `not >=` also refuses NaN
-                raise VfxSwapError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
-
-    def detection(self, backend) -> dict:
-        """The settings that decide which faces a frame gives (recorded per source, so a re-run
-        with other ones detects its frames again instead of keeping what the old ones found)."""
-        return {"backend": backend.name, "min_size": self.min_size, "detect_side": self.detect_side,
-                "detect_every": self.detect_every, "max_faces": self.max_faces,
-                "min_score": backend.min_score if self.min_score is None else self.min_score}
-
-
-@dataclass
 class ExtractReport:
     frames_detected: int = 0
     frames_skipped: int = 0
@@ -99,6 +62,29 @@ class ExtractReport:
     without_faces: list[str] = field(default_factory=list)  # frame numbers, or file names for stills
     failed: dict[int | str, str] = field(default_factory=dict)  # by frame number, or file name for stills
     timings: dict[str, float] = field(default_factory=dict)
+
+
+# what a faceset recorded before detectors and landmarkers were separate choices: its "backend"
+LEGACY_BACKENDS = {"dlib": ("dlib", "dlib"), "dlib-cnn": ("dlib-cnn", "dlib"), "fan": ("s3fd", "fan")}
+
+
+def detection_settings(options: ExtractOptions, detector, landmarker) -> dict:
+    """The settings that decide which faces a frame gives (recorded per source, so a re-run
+    with other ones detects its frames again instead of keeping what the old ones found)."""
+    return {"detector": detector.name, "landmarker": landmarker.name, "min_size": options.min_size,
+            "detect_side": options.detect_side, "detect_every": options.detect_every, "max_faces": options.max_faces,
+            "min_score": detector.min_score if options.min_score is None else options.min_score}
+
+
+def recorded_settings(had: dict | None) -> dict | None:
+    """A source's recorded detection settings in today's terms: an older faceset's
+    {"backend": "dlib"} is detector dlib with landmarker dlib ("fan": s3fd with fan)."""
+    if not had or "backend" not in had:
+        return had
+    had = dict(had)
+    backend = had.pop("backend")
+    had["detector"], had["landmarker"] = LEGACY_BACKENDS.get(backend, (backend, backend))
+    return had
 
 
 def _source_tag(source: str) -> str:
@@ -121,7 +107,8 @@ class Extractor:
         self.fs = faceset
         self.opt = options
         options.check()
-        self.backend = load_backend(options.backend, options.device)
+        self.detector = load_detector(options.detector, options.device)
+        self.landmarker = load_landmarker(options.landmarker, options.device)
         self.choice = resolve_config(options.ocio)
         self._embedder = None
         self._pipes: dict[str, ColorPipeline] = {}
@@ -212,7 +199,7 @@ class Extractor:
         pipe = self.pipeline(source, need_rgb(image))
         if plate is None:
             _, _, plate = self.prepare(source, frame, image)
-        min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
+        min_score = self.detector.min_score if self.opt.min_score is None else self.opt.min_score
         previous = self._previous.get(source, {})
         found, full = self._find(source, pipe, plate, previous, min_score, f"{source} frame {frame}")
         rows: list[FaceRow] = []
@@ -249,7 +236,7 @@ class Extractor:
         r = crop.shape[1] / (x1 - x0)
         origin = np.array([x0, y0], np.float32)
         with self.clock("landmarks"):
-            local = self.backend.landmarks(crop, (box - np.tile(origin, 2)) * r)
+            local = self.landmarker.landmarks(crop, (box - np.tile(origin, 2)) * r, detector=self.detector.name)
         row.landmarks_raw = (local / r + origin).astype(np.float32)
         with self.clock("identity"):
             self._identify(row, crop, local, previous)
@@ -268,7 +255,7 @@ class Extractor:
                 if isinstance(image, VfxSwapError):
                     break
                 _, image, plate = self.prepare(source, g, image)
-                min_score = self.backend.min_score if self.opt.min_score is None else self.opt.min_score
+                min_score = self.detector.min_score if self.opt.min_score is None else self.opt.min_score
                 hit = self._search_near(self._pipes[source], plate, box, min_score, f"{source} frame {g}")
                 if hit is None:
                     break
@@ -303,7 +290,7 @@ class Extractor:
             view = self._view(pipe, plate, _size(w, h, self.opt.detect_side), where)
         scale = view.shape[1] / w
         with self.clock("detect"):
-            faces = self.backend.detect(view, self._upsample(source, scale))
+            faces = self.detector.detect(view, self._upsample(source, scale))
         for f in faces:
             f.box = f.box / scale
         return faces, True
@@ -320,7 +307,7 @@ class Extractor:
             roi = self._view(pipe, plate[y0:y1, x0:x1], (max(8, round((x1 - x0) * r)), max(8, round((y1 - y0) * r))),
                              where)
         with self.clock("detect"):
-            hits = [f for f in self.backend.detect(roi, 0) if f.score >= min_score]
+            hits = [f for f in self.detector.detect(roi, 0) if f.score >= min_score]
         if not hits:
             return None
         best = max(hits, key=lambda f: f.score)
@@ -371,11 +358,12 @@ class Extractor:
         self._regions[(row.source, row.frame, row.face_index)] = ((x0, y0, x1, y1), (h, w), region)
 
     def _upsample(self, source: str, scale: float) -> int:
-        """HOG finds faces of ~80 px and up in the working image, i.e. 80/scale plate pixels.
-        Only a smaller --min-size pays for upsampling (each step doubles the image)."""
-        if self.backend.name == "fan":
+        """A detector with a native minimum (HOG: ~80 px) finds faces of that size and up in the
+        working image, i.e. native_min_face/scale plate pixels. Only a smaller --min-size pays
+        for upsampling (each step doubles the image); detectors without one are not upsampled."""
+        if self.detector.native_min_face is None:
             return 0
-        reach = HOG_MIN_FACE / scale
+        reach = self.detector.native_min_face / scale
         want = self.opt.min_size or reach
         upsample = 0 if want >= reach else 1 if want * 2 >= reach else 2
         if not self._told:  # once a run: the reach is the same for every source of one size
@@ -543,10 +531,10 @@ class Extractor:
         result as one that did): a re-run with corrected settings is not answered "already
         done", and a source never mixes the two. Said in one line. Sources of an older faceset,
         detected before these were recorded, keep what they have."""
-        want = self.opt.detection(self.backend)
+        want = detection_settings(self.opt, self.detector, self.landmarker)
         changed, frames, sources, curated = {}, 0, 0, 0
         for source, fsrc in jobs:
-            had, done = self.fs.meta(f"detect:{source}"), self.fs.frame_stage(source)
+            had, done = recorded_settings(self.fs.meta(f"detect:{source}")), self.fs.frame_stage(source)
             if had == want or (done and had is None):
                 continue
             if done:
@@ -694,7 +682,7 @@ def open_source(src: str, options: ExtractOptions) -> tuple[list[tuple[str, Fram
 def extract(src: str, faceset_dir: str, options: ExtractOptions | None = None) -> ExtractReport:
     """Extract faces from plates, a movie, or a folder of stills into a faceset (resumable).
 
-    The options and the source are checked, and the backend loaded, before the faceset records
+    The options and the source are checked, and the detector and landmarker loaded, before the faceset records
     its settings: a failed start (a typo, --size 0) must not lock a new faceset to them."""
     options = options or ExtractOptions()
     options.check()
@@ -702,7 +690,7 @@ def extract(src: str, faceset_dir: str, options: ExtractOptions | None = None) -
     new = not Path(faceset_dir).exists()
     try:
         with Faceset(faceset_dir, create=True) as fs:
-            extractor = Extractor(fs, options)  # loads the backend and the OCIO config: may fail
+            extractor = Extractor(fs, options)  # loads the detector, landmarker and OCIO config: may fail
             fs.check_settings(face_type=options.face_type, size=options.size, encoding=ENCODING_NAME)
             new = False  # started: from here the faceset holds work worth keeping
             return extractor.run(source)

@@ -74,7 +74,7 @@ def blur(image: np.ndarray, landmarks: np.ndarray | None = None) -> float:
     lap = cv2.Laplacian(gray.astype(np.float64), cv2.CV_64F)
     if landmarks is None:
         return float(lap.var())
-    from vfxswap.masks import hull_mask
+    from vfxswap.masks.hull import hull_mask
 
     inside = hull_mask(landmarks, gray.shape, "components") > 0.5
     if inside.sum() < 9:

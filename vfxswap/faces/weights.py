@@ -61,9 +61,7 @@ def _find(names: dict[str, str], dirs: list[Path]) -> dict[str, Path]:
     return found
 
 
-def backend_status() -> list[BackendStatus]:
-    """The state of each face backend, without importing or loading any model."""
-    out = []
+def _dlib_status() -> BackendStatus:
     folder = dlib_models_dir()
     has_dlib = importlib.util.find_spec("dlib") is not None
     files = _find(DLIB_FILES, [folder] if folder else [])
@@ -71,7 +69,10 @@ def backend_status() -> list[BackendStatus]:
     ok = has_dlib and not missing
     detail = (f"models in {folder}" if ok else "dlib is not installed (pip install dlib-bin)" if not has_dlib
               else f"missing {', '.join(DLIB_FILES[m] for m in missing)} (pip install face-recognition-models)")
-    out.append(BackendStatus("dlib", ok, detail, files))
+    return BackendStatus("dlib", ok, detail, files)
+
+
+def _fan_status() -> BackendStatus:
     dirs = fan_search_dirs()
     has_fa = importlib.util.find_spec("face_alignment") is not None
     files = _find(FAN_FILES, dirs)
@@ -81,8 +82,35 @@ def backend_status() -> list[BackendStatus]:
               else f"weights not cached ({', '.join(FAN_FILES[m] for m in missing)}; looked in "
                    f"{', '.join(map(str, dirs))}); run `vfxswap models fetch` where the internet is reachable, or copy them "
                    f"into a folder named by $VFXSWAP_MODELS")
-    out.append(BackendStatus("fan", ok, detail, files))
-    return out
+    return BackendStatus("fan", ok, detail, files)
+
+
+_GROUPS = {"dlib": (_dlib_status, DLIB_FILES, "dlib"), "fan": (_fan_status, FAN_FILES, "face_alignment")}
+
+
+def backend_status() -> list[BackendStatus]:
+    """The state of each face backend, without importing or loading any model."""
+    return [status() for status, _, _ in _GROUPS.values()]
+
+
+def ready(group: str, *keys: str) -> tuple[bool, str, dict[str, Path]]:
+    """Whether one detector or landmarker can load here: `group`'s package ("dlib": dlib,
+    "fan": face-alignment) and the model files `keys` (of DLIB_FILES / FAN_FILES) are present.
+    Returns (ready, one line saying where or what is missing, the files found). Loads nothing
+    (the dlib group does not import torch either)."""
+    status, names, package = _GROUPS[group]
+    found = status()
+    if importlib.util.find_spec(package) is None:
+        return False, found.detail, found.files
+    missing = [names[k] for k in keys if k not in found.files]
+    if not missing:
+        where = sorted({str(found.files[k].parent) for k in keys})
+        return True, f"in {', '.join(where)}" if where else f"built into {package}", found.files
+    if group == "dlib":
+        return False, f"missing {', '.join(missing)} (pip install face-recognition-models)", found.files
+    return False, (f"weights not cached ({', '.join(missing)}; looked in {', '.join(map(str, fan_search_dirs()))}); "
+                   f"run `vfxswap models fetch` where the internet is reachable, or copy them into a folder named "
+                   f"by $VFXSWAP_MODELS"), found.files
 
 
 FAN_URLS = {

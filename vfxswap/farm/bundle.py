@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,8 @@ import yaml
 from vfxswap.errors import VfxSwapError
 from vfxswap.farm.job import FarmJob, find_command, shell_line
 from vfxswap.plates.frames import range_text
+
+log = logging.getLogger("vfxswap")
 
 # job parameter -> (environment variable, definition)
 _PATH = {"type": "PATH", "objectType": "DIRECTORY"}
@@ -45,19 +48,28 @@ _PARAMS = {
     "Vfxswap": ("VFXSWAP_ENGINE", {"type": "STRING", "default": "vfxswap",
                                    "description": "the engine command on the node"}),
 }
+# training values a farm user may want to change at submission; the other train options are
+# written into the task's command as given. field -> (parameter, variable, definition); a
+# parameter is in the job only when its option is set (a resumed model keeps its own preset)
 _TRAIN_PARAMS = {
-    "TrainSrc": ("VFXSWAP_TRAIN_SRC", {**_PATH, "dataFlow": "IN", "description": "faceset of identity A"}),
-    "ReleaseRef": ("VFXSWAP_RELEASE_REF", {"type": "STRING", "minLength": 1,
-                                           "description": "the performers' release reference, recorded verbatim"}),
-    "ReleaseRefDst": ("VFXSWAP_RELEASE_REF_DST", {"type": "STRING", "minLength": 1}),
-    "Preset": ("VFXSWAP_PRESET", {"type": "STRING", "default": "quick"}),
-    "Iters": ("VFXSWAP_ITERS", {"type": "INT", "minValue": 1}),
-    "TrainGpus": ("VFXSWAP_TRAIN_GPUS", {"type": "INT", "default": 1, "minValue": 1}),
+    "src": ("TrainSrc", "VFXSWAP_TRAIN_SRC", {**_PATH, "dataFlow": "IN", "description": "faceset of identity A"}),
+    "release_ref": ("ReleaseRef", "VFXSWAP_RELEASE_REF", {
+        "type": "STRING", "minLength": 1, "description": "the performers' release reference, recorded verbatim"}),
+    "release_ref_src": ("ReleaseRefSrc", "VFXSWAP_RELEASE_REF_SRC", {"type": "STRING", "minLength": 1}),
+    "release_ref_dst": ("ReleaseRefDst", "VFXSWAP_RELEASE_REF_DST", {"type": "STRING", "minLength": 1}),
+    "preset": ("Preset", "VFXSWAP_PRESET", {"type": "STRING"}),
+    "iters": ("Iters", "VFXSWAP_ITERS", {"type": "INT", "minValue": 1}),
+    "gpus": ("TrainGpus", "VFXSWAP_TRAIN_GPUS", {"type": "INT", "default": 1, "minValue": 1}),
 }
 
 
 def _var(name: str) -> str:
-    return f'"${_PARAMS.get(name, _TRAIN_PARAMS.get(name))[0]}"'
+    return f'"${_PARAMS[name][0]}"'
+
+
+def _train_params(job: FarmJob) -> dict:
+    """field -> (parameter, variable, definition) of the training values this job sets."""
+    return {name: p for name, p in _TRAIN_PARAMS.items() if getattr(job.train, name) is not None}
 
 
 _PRELUDE = 'set -euo pipefail\neval "ENGINE=($VFXSWAP_ENGINE)"\n'
@@ -91,12 +103,11 @@ def template(job: FarmJob) -> dict:
     if job.extract:
         params["Faceset"] = ("VFXSWAP_FACESET", {**_PATH, "dataFlow": "OUT"})
     if job.train:
-        params.update({k: v for k, v in _TRAIN_PARAMS.items() if k != "ReleaseRefDst" or job.train.release_ref_dst})
-        tok.train = replace(job.train, src=_var("TrainSrc"), release_ref=_var("ReleaseRef"),
-                            release_ref_dst=_var("ReleaseRefDst") if job.train.release_ref_dst else None,
-                            preset=_var("Preset"), iters=_var("Iters"), gpus=_var("TrainGpus"))
-        keep |= {tok.train.src, tok.train.release_ref, tok.train.release_ref_dst, tok.train.preset,
-                 tok.train.iters, tok.train.gpus}
+        train_params = _train_params(job)
+        params.update({name: (var, definition) for name, var, definition in train_params.values()})
+        tok.train = replace(job.train, dst=tok.faceset, model_dir=tok.model,
+                            **{k: f'"${var}"' for k, (_, var, _) in train_params.items()})
+        keep |= {f'"${var}"' for _, var, _ in train_params.values()}
         written = "INOUT" if (Path(job.model) / "manifest.json").exists() else "OUT"  # resumed, or new
         params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": written})
     elif job.model == "passthrough":  # the pipeline check: a word, not a folder to resolve or carry
@@ -108,8 +119,8 @@ def template(job: FarmJob) -> dict:
         steps.append({"name": "Extract", "script": _script(shell_line(tok.extract_args(), keep))})
     if job.train:
         train = {"name": "Train", "script": _script(shell_line(tok.train_args(), keep), TRAIN_GRACE_S)}
-        if job.train.device != "cpu":
-            train["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": job.train.gpus}]}
+        if job.train_gpus:
+            train["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": job.train_gpus}]}
         steps.append(train)
     session = '"$VFXSWAP_SESSION"'
     render_argv = tok.render_args(tok.frames)
@@ -153,17 +164,14 @@ def parameter_values(job: FarmJob) -> dict:
               "Faceset": job.faceset, "OutDir": job.out, "ChunkSize": int(job.chunk), "Vfxswap": job.engine,
               "Frames": range_text(job.frames, step_mark=":")}  # OpenJD's range syntax: `1001-1099:2`
     if job.train:
-        t = job.train
-        values.update({"TrainSrc": t.src, "ReleaseRef": t.release_ref, "Preset": t.preset, "Iters": int(t.iters),
-                       "TrainGpus": int(t.gpus)})
-        if t.release_ref_dst:
-            values["ReleaseRefDst"] = t.release_ref_dst
+        values.update({param: getattr(job.train, name) for name, (param, _, _) in _train_params(job).items()})
     return {"parameterValues": [{"name": k, "value": v} for k, v in values.items()]}
 
 
-def write_bundle(job: FarmJob, bundle: str | Path) -> Path:
+def write_bundle(job: FarmJob, bundle: str | Path) -> list[Path]:
     """Write a bundle folder for `job`, checked first with openjd-model as a farm would use it
-    (nothing is written for a job the farm would refuse); returns the folder."""
+    (nothing is written for a job the farm would refuse); returns its files. `vfxswap farm run
+    BUNDLE` runs it here; `deadline bundle submit BUNDLE` sends it to Deadline Cloud."""
     from vfxswap.atomic import write_text
 
     job = job.absolute()
@@ -171,9 +179,11 @@ def write_bundle(job: FarmJob, bundle: str | Path) -> Path:
     doc, values = template(job), parameter_values(job)
     check(doc, values, bundle)
     bundle.mkdir(parents=True, exist_ok=True)
-    write_text(bundle / "template.yaml", yaml.safe_dump(doc, sort_keys=False))
-    write_text(bundle / "parameter_values.yaml", yaml.safe_dump(values, sort_keys=False))
-    return bundle
+    files = [bundle / "template.yaml", bundle / "parameter_values.yaml"]
+    write_text(files[0], yaml.safe_dump(doc, sort_keys=False))
+    write_text(files[1], yaml.safe_dump(values, sort_keys=False))
+    log.info("run it here: vfxswap farm run %s; on Deadline Cloud: deadline bundle submit %s", bundle, bundle)
+    return files
 
 
 def check(doc: dict, values: dict, bundle: Path):

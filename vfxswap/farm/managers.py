@@ -60,7 +60,7 @@ def _steps(job: FarmJob, render_frames: str) -> list[tuple[str, list[str], int]]
     if job.extract:
         steps.append(("extract", job.extract_args(), 0))
     if job.train is not None:
-        steps.append(("train", job.train_args(), 0 if job.train.device == "cpu" else job.train.gpus))
+        steps.append(("train", job.train_args(), job.train_gpus))
     steps.append(("render", job.render_args(render_frames), 0))
     return steps
 
@@ -173,18 +173,18 @@ if __name__ == "__main__":
 '''
 
 
-def write_opencue(job: FarmJob, folder, *, show: str = "testing", shot: str | None = None,
-                  user: str | None = None) -> list[Path]:
+def write_opencue(job: FarmJob, folder) -> list[Path]:
     """Write `vfxswap_outline.py` (PyOutline) and `vfxswap_job.xml` (cuebot job spec) into `folder`.
 
-    `show` must exist on the cuebot; `shot` defaults to the layers folder's name and `user` to
-    the current user (cuebot refuses jobs owned by root).
+    The job's `show` must exist on the cuebot; its `shot` defaults to the layers folder's name and
+    its `user` to the current user (cuebot refuses jobs owned by root).
     """
     job = job.absolute()
     folder = _folder(folder)
     label = _label(job)
-    shot = shot if shot is not None else (label if len(label) >= 3 else "vfxswap")
-    user = user if user is not None else getpass.getuser()
+    show = job.show
+    shot = job.shot if job.shot is not None else (label if len(label) >= 3 else "vfxswap")
+    user = job.user if job.user is not None else getpass.getuser()
     if not _CUE_NAME.match(shot):
         raise VfxSwapError(f"OpenCue shot {shot!r}: use at least 3 letters, digits, '_' or '.'")
     for what, value in (("OpenCue show", show), ("OpenCue user", user)):
@@ -206,7 +206,7 @@ def write_opencue(job: FarmJob, folder, *, show: str = "testing", shot: str | No
 def _output_name(job: FarmJob) -> str:
     """`face.####.exr` as the render writes it: the plate's padding, at least 4 digits."""
     padding = FramePattern.parse(job.plates).padding if FramePattern.has_token(job.plates) else 4
-    return f"{job.render_options.get('name', 'face')}.{'#' * max(padding, 4)}.exr"
+    return f"{job.output_name}.{'#' * max(padding, 4)}.exr"
 
 
 def _key_values(pairs) -> str:
@@ -250,7 +250,7 @@ def write_deadline10(job: FarmJob, folder) -> list[Path]:
         files[folder / f"{stem}_job_info.job"] = _key_values(info)
         files[folder / f"{stem}_plugin_info.job"] = _key_values(plugin)
     names = [path.name for path in files]
-    gpus = job.train.gpus if job.train is not None and job.train.device != "cpu" else 0
+    gpus = job.train_gpus
     gpu_note = (f"# The train job needs {gpus} GPU(s) on one worker; the CommandLine plugin cannot ask for\n"
                 "# GPUs, so give that job a Group or Pool of GPU workers (Monitor, or Group= in its job info).\n"
                 if gpus else "")

@@ -64,11 +64,11 @@ def start(session_dir: str | Path, render_argv: list[str], *, idle_timeout: floa
 
 def serve(session_dir: str | Path, render_argv: list[str], *, idle_timeout: float = 900.0) -> int:
     """The engine's own loop (run by `start` in a detached process)."""
-    from vfxswap.cli import render_options_from_argv
+    from vfxswap.jobspec import RenderOptions, from_argv
     from vfxswap.render.render import Renderer
 
     folder = Path(session_dir)
-    renderer = Renderer(render_options_from_argv(render_argv))
+    renderer = Renderer(from_argv(RenderOptions, render_argv))
     token = secrets.token_hex(16)
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(2.0)
@@ -133,7 +133,7 @@ def render_chunk(session_dir: str | Path, frames: str, *, out=None) -> int:
     try:
         conn = socket.create_connection(("127.0.0.1", state["port"]), timeout=10)
     except OSError:
-        return _in_process(state, frames, "the engine is not answering")
+        return _in_process(state, frames, "the engine is not answering", out)
     with conn:
         conn.settimeout(None)
         _send(conn, {"token": state["token"], "frames": frames})
@@ -146,7 +146,7 @@ def render_chunk(session_dir: str | Path, frames: str, *, out=None) -> int:
                 raise VfxSwapError(event["message"])
             print(json.dumps(event), file=out or sys.stdout, flush=True)
     # the engine died mid-chunk: whatever it finished is whole; render the rest here
-    return _in_process(state, frames, "the engine stopped mid-chunk")
+    return _in_process(state, frames, "the engine stopped mid-chunk", out)
 
 
 def stop(session_dir: str | Path, *, wait: float = 30.0) -> bool:
@@ -168,18 +168,18 @@ def stop(session_dir: str | Path, *, wait: float = 30.0) -> bool:
     return True
 
 
-def _in_process(state: dict, frames: str, why: str) -> int:
-    from vfxswap.cli import main
+def _in_process(state: dict, frames: str, why: str, out=None) -> int:
+    """The chunk rendered by this task itself, with the session's options and this chunk's frames,
+    its events printed as the engine would have sent them."""
+    from dataclasses import replace
+
+    from vfxswap.jobspec import RenderOptions, from_argv
+    from vfxswap.render.render import render
 
     print(f"vfxswap: {why}; rendering frames {frames} in this task", file=sys.stderr)
-    argv, rest = [], list(state["render"])
-    while rest:  # every --frames goes: this chunk's frames replace the session's range
-        a = rest.pop(0)
-        if a == "--frames" and rest:
-            rest.pop(0)
-        elif not a.startswith("--frames="):
-            argv.append(a)
-    return main(["render", *argv, f"--frames={frames}"])  # one word: a frame like -3 is not an option
+    options = replace(from_argv(RenderOptions, state["render"]), frames=frames)
+    report = render(options, on_event=lambda event: print(json.dumps(event), file=out or sys.stdout, flush=True))
+    return 1 if report.failed else 0
 
 
 def _read_state(folder: Path) -> dict | None:

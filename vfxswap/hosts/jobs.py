@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from vfxswap.cli import to_flags
+from vfxswap.errors import VfxSwapError
+from vfxswap.jobspec import RenderOptions, flags, normalise
 
 
 @dataclass
@@ -32,17 +33,25 @@ class RenderJob:
     out: str
     faceset: str | None = None
     frames: str | None = None
-    options: dict = field(default_factory=dict)  # e.g. {"mask": "product", "erode": 2, "comp": True}
+    options: dict = field(default_factory=dict)  # any other render option: {"mask": "product", "erode": 2}
     python: str = sys.executable  # the engine's interpreter (a host's own Python may differ)
 
+    def __post_init__(self):
+        # checked where the artist set them (one line naming the option), not in the engine later
+        self.options = normalise(RenderOptions, self.options)
+        for name in ("faceset", "frames"):  # given among the options (a host's free text): the job's own
+            value = self.options.pop(name, None)
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        owned = sorted(set(self.options) & {"model", "plates", "out", "progress"})
+        if owned:
+            raise VfxSwapError(f"render option(s) {', '.join(owned)}: set by the job itself")
+
     def command(self) -> list[str]:
-        cmd = [self.python, "-m", "vfxswap", "render", "--model", self.model, "--plates", self.plates,
-               "--out", self.out, "--progress", "json"]
-        if self.faceset:
-            cmd += ["--faceset", self.faceset]
-        if self.frames:
-            cmd.append(f"--frames={self.frames}")  # one word: a range like -3-2 is not an option
-        return cmd + to_flags(self.options)
+        """The engine's command line: every option one word (a range like -3-2 is not an option)."""
+        job = {"model": self.model, "plates": self.plates, "out": self.out, "progress": "json",
+               "faceset": self.faceset, "frames": self.frames}
+        return [self.python, "-m", "vfxswap", "render", *flags(RenderOptions, {**job, **self.options})]
 
     def outputs(self) -> dict[str, str]:
         """Where the results land, as hosts name them (Nuke `####` patterns), with the digits the

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vfxswap.errors import VfxSwapError
 from vfxswap.hosts.jobs import JobResult, JobRunner, RenderJob
 from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets, Signal, exec_
+from vfxswap.jobspec import RenderOptions, spec
 
-MASKS = ("product", "learned", "hull")
-COLOR_MATCH = ("rct", "lct", "mkl", "idt", "sot", "none")
 PREVIEW_SIDE = 480
+OPTIONS = spec(RenderOptions)  # choices, defaults and help of the fields below: the engine's own
 
 
 def frame_preview(layer_path: str, plates: str | None = None, frame: int | None = None, *,
@@ -112,6 +113,33 @@ class SwapPanel(QtWidgets.QWidget):
         lay.addWidget(button)
         return edit, row
 
+    @staticmethod
+    def _choice(name: str) -> QtWidgets.QComboBox:
+        combo = QtWidgets.QComboBox()
+        combo.addItems([str(c) for c in OPTIONS[name].choices])
+        combo.setCurrentText(str(OPTIONS[name].default))
+        combo.setToolTip(OPTIONS[name].help)
+        return combo
+
+    @staticmethod
+    def _number(name: str) -> QtWidgets.QDoubleSpinBox:
+        """A spin box for a float option: its slider range ten times over (a hard limit, unlike a
+        slider's), never past 0 where the range starts there."""
+        low, high = OPTIONS[name].ui_range
+        spin = QtWidgets.QDoubleSpinBox()
+        spin.setRange(low * 10.0, high * 10.0)
+        spin.setDecimals(1)
+        spin.setValue(OPTIONS[name].default)
+        spin.setToolTip(OPTIONS[name].help)
+        return spin
+
+    @staticmethod
+    def _check(name: str, label: str) -> QtWidgets.QCheckBox:
+        box = QtWidgets.QCheckBox(label)
+        box.setChecked(bool(OPTIONS[name].default))
+        box.setToolTip(OPTIONS[name].help)
+        return box
+
     def _build(self) -> None:
         form = QtWidgets.QFormLayout()
         self.model_edit, row = self._path_row("model folder, or passthrough", True)
@@ -126,18 +154,10 @@ class SwapPanel(QtWidgets.QWidget):
         self.frames_edit.setPlaceholderText("all, or e.g. 1001-1100, 1001-1100x2")
         form.addRow("Frames", self.frames_edit)
 
-        self.mask_combo = QtWidgets.QComboBox()
-        self.mask_combo.addItems(list(MASKS))
-        self.color_combo = QtWidgets.QComboBox()
-        self.color_combo.addItems(list(COLOR_MATCH))
-        self.erode_spin = QtWidgets.QDoubleSpinBox()
-        self.erode_spin.setRange(-200.0, 200.0)
-        self.erode_spin.setDecimals(1)
-        self.erode_spin.setToolTip("erode the mask by N plate pixels (negative dilates)")
-        self.blur_spin = QtWidgets.QDoubleSpinBox()
-        self.blur_spin.setRange(0.0, 200.0)
-        self.blur_spin.setDecimals(1)
-        self.blur_spin.setToolTip("blur the mask edge (Gaussian sigma, plate pixels)")
+        self.mask_combo = self._choice("mask")
+        self.color_combo = self._choice("color")
+        self.erode_spin = self._number("erode")
+        self.blur_spin = self._number("blur")
         mask_row = QtWidgets.QHBoxLayout()
         for label, widget in (("", self.mask_combo), ("erode", self.erode_spin), ("blur", self.blur_spin)):
             if label:
@@ -146,9 +166,9 @@ class SwapPanel(QtWidgets.QWidget):
         form.addRow("Mask", mask_row)
         form.addRow("Colour match", self.color_combo)
 
-        self.layers_check = QtWidgets.QCheckBox("layers (raw, matte, stmap)")
-        self.comp_check = QtWidgets.QCheckBox("comp.####.exr")
-        self.preview_check = QtWidgets.QCheckBox("preview.mp4")
+        self.layers_check = self._check("layers", "layers (raw, matte, stmap)")
+        self.comp_check = self._check("comp", "comp.####.exr")
+        self.preview_check = self._check("preview", "preview.mp4")
         checks = QtWidgets.QHBoxLayout()
         for box in (self.layers_check, self.comp_check, self.preview_check):
             checks.addWidget(box)
@@ -242,7 +262,7 @@ class SwapPanel(QtWidgets.QWidget):
             return False
         try:
             job = self.build_job()
-        except ValueError as exc:
+        except (ValueError, VfxSwapError) as exc:
             self.log(f"error: {exc}")
             return False
         self._job, self.result, self.last_frame = job, None, None

@@ -151,3 +151,8 @@ def hull_mask(landmarks: np.ndarray, shape: tuple[int, int], kind: str = "compon
         roi = cv2.GaussianBlur(roi, (0, 0), sigmaX=feather, sigmaY=feather, borderType=cv2.BORDER_REPLICATE)
     out[y0:y1, x0:x1] = roi
     return out
+
+
+def hull_masker(face) -> np.ndarray:
+    """Masker (`--mask hull`): the `extended` hull of the face's landmarks in its aligned square."""
+    return hull_mask(face.points, face.learned.shape[:2], "extended")

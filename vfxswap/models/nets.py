@@ -1,18 +1,16 @@
-"""The face autoencoders (DF and LIAE, SAEHD-style) and a patch discriminator for training.
+"""What every face autoencoder is built from: the layers, the architecture-neutral `FaceModel`,
+a patch discriminator for training, and the accounting (`count_params`, `flops_per_sample`).
 
-Why two architectures: DF ("direct face") shares one encoder and one bottleneck ("inter") and
-gives each identity its own decoder, so the swap B->A decodes B's code with A's decoder; it keeps
-A's likeness strongly. LIAE shares one decoder and splits the code into two halves: `inter_AB`
-(seen for both identities) and `inter_B` (only for B), and the decoder takes their channel
-concatenation. A swap builds the code A's way (inter_AB twice), which follows B's lighting and
-expression more closely.
+An architecture (DF in `vfxswap.models.df`, LIAE in `vfxswap.models.liae`, registered in
+`vfxswap.models.ARCHITECTURES`) is a `FaceModel` subclass: it names its parts, builds the ones
+after the shared encoder, and says how a code is made for an identity and which decoder reads it.
 
 Shapes (R = config.resolution, e = e_dims, L = number of down levels, 4, or 5 with variant "t"):
   encoder  (N, 3, R, R) -> strided 5x5 convs e, 2e, 4e, 8e (, 8e) with LeakyReLU(0.1)
            -> (N, 8e, R/2^L, R/2^L) -> flatten (N, F)             ["u": pixel-norm of the flat code]
   inter    (N, F) -> Dense(ae_dims) ["u": pixel-norm] -> Dense(r0 * r0 * ae_dims) -> (N, ae_dims, r0, r0)
            -> upscale -> (N, ae_dims, 2 r0, 2 r0)       r0 = R / 2^L, halved again with variant "d"
-  decoder  (N, C_in, 2 r0, 2 r0), C_in = ae_dims (DF) or 2 * ae_dims (LIAE)
+  decoder  (N, C_in, 2 r0, 2 r0), C_in = the architecture's `decoder_in_channels(config)`
            rgb:  per level an upscale (3x3 conv to 4c, LeakyReLU(0.1), pixel_shuffle(2)) then a residual
                  block, c = 8d, 4d, 2d (8d first with "t"); then a 1x1 conv to 3, or with "d" a 3x3 conv to
                  12 channels and one more pixel_shuffle(2) (so everything inside runs at R/2), sigmoid.
@@ -20,116 +18,27 @@ Shapes (R = config.resolution, e = e_dims, L = number of down levels, 4, or 5 wi
                  a 1x1 conv to 1, sigmoid.
   Outputs are float32 (N, 3, R, R) and (N, 1, R, R) in [0, 1], also under bf16 autocast.
 
-State-dict keys start with the part name ("encoder.", "inter.", "decoder_A.", ...), so the model
-store can copy or freeze parts by prefix. No layer is in-place, every shape is static, and nothing
-in `forward` depends on data, which keeps channels_last, autocast and torch.compile happy.
+State-dict keys start with the part name ("encoder.", then the architecture's own parts), so the
+model store can copy or freeze parts by prefix. No layer is in-place, every shape is static, and
+nothing in `forward` depends on data, which keeps channels_last, autocast and torch.compile happy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vfxswap.errors import VfxSwapError
+from vfxswap.models import ARCHITECTURES
+from vfxswap.models.config import ModelConfig
 
-ARCHS = ("df", "liae")
-VARIANT_LETTERS = "udt"
-FACE_TYPES = ("full", "whole_face", "head")  # as in vfxswap.faces.align.FACE_TYPES
 _LRELU = 0.1
 _RES_LRELU = 0.2
-
-
-# ----------------------------------------------------------------------------------------------
-# configuration
-
-
-@dataclass
-class ModelConfig:
-    """Everything that fixes a model's shape; stored in the model manifest as `to_dict()`."""
-
-    arch: str = "df"  # "df" or "liae"
-    resolution: int = 96  # face crop side in pixels
-    ae_dims: int = 128  # bottleneck width (code channels)
-    e_dims: int = 32  # encoder base channels (doubled per level)
-    d_dims: int = 32  # decoder base channels
-    d_mask_dims: int = 16  # mask-branch base channels
-    variants: str = ""  # letters from "udt", see module docstring
-    face_type: str = "whole_face"
-
-    @property
-    def levels(self) -> int:
-        """Encoder down levels (and decoder up levels): 4, or 5 with variant "t"."""
-        return 5 if "t" in self.variants else 4
-
-    @property
-    def multiple(self) -> int:
-        """The resolution must be a multiple of this: 2^levels, doubled with "d"."""
-        return 2 ** self.levels * (2 if "d" in self.variants else 1)
-
-    @property
-    def code_res(self) -> int:
-        """Side of the dense code grid r0 (inter's reshape), before inter's upscale."""
-        return self.resolution // self.multiple
-
-    @property
-    def internal_res(self) -> int:
-        """Resolution the decoder runs at before its output stage: R, or R/2 with "d"."""
-        return self.resolution // 2 if "d" in self.variants else self.resolution
-
-    def validate(self) -> None:
-        """Raise VfxSwapError (one line naming the option) if any value is unusable."""
-        if self.arch not in ARCHS:
-            raise VfxSwapError(f"model option arch: {self.arch!r} is not one of {', '.join(ARCHS)}")
-        if not isinstance(self.variants, str) or any(c not in VARIANT_LETTERS for c in self.variants) \
-                or len(set(self.variants)) != len(self.variants):
-            raise VfxSwapError(f"model option variants: {self.variants!r} must be distinct letters from "
-                               f"{VARIANT_LETTERS!r} (u: pixel-norm, d: double resolution, t: deeper)")
-        for name in ("resolution", "ae_dims", "e_dims", "d_dims", "d_mask_dims"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise VfxSwapError(f"model option {name}: {value!r} must be a positive integer")
-        if self.resolution % self.multiple:
-            raise VfxSwapError(f"model option resolution: {self.resolution} must be a multiple of {self.multiple} "
-                               f"for variants {self.variants!r} (16, x2 with 'd', x2 with 't')")
-        if self.face_type not in FACE_TYPES:
-            raise VfxSwapError(f"model option face_type: {self.face_type!r} is not one of {', '.join(FACE_TYPES)}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        """Inverse of `to_dict`; unknown keys are an error (a manifest from a newer vfxswap)."""
-        if not isinstance(d, dict):
-            raise VfxSwapError(f"model config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VfxSwapError(f"model config: unknown option(s) {', '.join(unknown)}")
-        config = cls(**d)
-        config.validate()
-        return config
-
-    @property
-    def name(self) -> str:
-        """Short label such as "df-ud 256"."""
-        return f"{self.arch}{'-' + self.variants if self.variants else ''} {self.resolution}"
-
-
-# Presets (params for DF; LIAE in brackets). "quick" (13.4M [11.9M], 2.3 GFLOP/sample) is sized for
-# CPU: forward+backward of a batch of 8 takes ~0.25 s fp32 on 2 Xeon cores; without "d" it is ~0.9 s.
-# "sae-256" 83M [110M], 61 GFLOP. "sae-512" 246M [312M], 419 GFLOP; it adds "t": with "ud" alone the
-# encoder's flat output at 512 px is 32*32*640 wide and inter's first dense layer would hold 335M weights.
-PRESETS: dict[str, ModelConfig] = {
-    "quick": ModelConfig("df", 96, ae_dims=128, e_dims=32, d_dims=32, d_mask_dims=16, variants="ud"),
-    "sae-256": ModelConfig("df", 256, ae_dims=256, e_dims=64, d_dims=64, d_mask_dims=22, variants="ud"),
-    "sae-512": ModelConfig("df", 512, ae_dims=512, e_dims=80, d_dims=80, d_mask_dims=26, variants="udt"),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,40 +178,60 @@ def _init_weights(module: nn.Module, generator: torch.Generator | None) -> None:
 
 
 class FaceModel(nn.Module):
-    """DF or LIAE face autoencoder. `model(x, "A")` reconstructs x as identity A; `swap(x)` is B->A.
+    """A face autoencoder, whatever its architecture. `model(x, "A")` reconstructs x as identity A;
+    `swap(x)` is B->A. Build one with `vfxswap.models.build_model(config, seed=...)`.
 
-    Parts (direct submodules, also in `parts`): DF "encoder", "inter", "decoder_A", "decoder_B";
-    LIAE "encoder", "inter_AB", "inter_B", "decoder". `seed` makes the initial weights
-    reproducible without touching torch's global RNG; without it the global RNG is used.
+    An architecture subclasses this and sets `arch` (its `config.arch` name), `PARTS` (its direct
+    submodules in construction order, "encoder" first: they are the state-dict prefixes),
+    `SHARED_PARTS`, `INTERS_PER_PASS` and `decoder_in_channels`, and implements `_build_parts`,
+    `_code` and `_decode`. `seed` makes the initial weights reproducible without touching torch's
+    global RNG; without it the global RNG is used.
     """
+
+    arch: ClassVar[str]  # the config.arch this class builds, as registered in ARCHITECTURES
+    PARTS: ClassVar[tuple[str, ...]]  # every part, in construction (and initialisation) order
+    SHARED_PARTS: ClassVar[tuple[str, ...]]  # the parts no one identity owns: what --init-from copies unless told
+    INTERS_PER_PASS: ClassVar[int]  # inter networks one "B" pass runs (for `flops_per_sample`)
+
+    @classmethod
+    def decoder_in_channels(cls, config: ModelConfig) -> int:
+        """Channels of the code a decoder reads (C_in in the module docstring)."""
+        raise NotImplementedError
 
     def __init__(self, config: ModelConfig, *, seed: int | None = None):
         super().__init__()
         config.validate()
+        if config.arch != self.arch:
+            raise VfxSwapError(f"model option arch: {config.arch!r}, but {type(self).__name__} builds {self.arch!r}")
         self.config = dataclasses.replace(config)
         # with a seed, torch's default layer init must not consume the global RNG either
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             self.encoder = Encoder(config)
-            feats = self.encoder.out_features
-            if config.arch == "df":
-                self.inter = Inter(config, feats)
-                self.decoder_A = Decoder(config, config.ae_dims)
-                self.decoder_B = Decoder(config, config.ae_dims)
-            else:
-                self.inter_AB = Inter(config, feats)
-                self.inter_B = Inter(config, feats)
-                self.decoder = Decoder(config, 2 * config.ae_dims)
+            self._build_parts(config, self.encoder.out_features)
+        if tuple(self._modules) != self.PARTS:
+            raise TypeError(f"{type(self).__name__} built parts {tuple(self._modules)}, its PARTS say {self.PARTS}")
         _init_weights(self, None if seed is None else torch.Generator().manual_seed(int(seed)))
 
+    # what an architecture defines
+    def _build_parts(self, config: ModelConfig, in_features: int) -> None:
+        """Create the parts after the encoder (whose flat output has `in_features`), in PARTS order."""
+        raise NotImplementedError
+
+    def _code(self, feats: torch.Tensor, identity: str) -> torch.Tensor:
+        """(N, F) -> the decoder's input for `identity` (checked to be "A" or "B")."""
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code -> (rgb, mask) with the decoder that draws `identity`."""
+        raise NotImplementedError
+
+    # parts
     def part_names(self) -> list[str]:
-        if self.config.arch == "df":
-            return ["encoder", "inter", "decoder_A", "decoder_B"]
-        return ["encoder", "inter_AB", "inter_B", "decoder"]
+        return list(self.PARTS)
 
     def shared_part_names(self) -> list[str]:
-        """What --init-from copies unless told: the parts no one identity owns (DF's decoders are
-        A's and B's; every LIAE part serves both, as in DeepFaceLab's pretrained LIAE)."""
-        return ["encoder", "inter"] if self.config.arch == "df" else self.part_names()
+        """What --init-from copies unless told: the parts no one identity owns."""
+        return list(self.SHARED_PARTS)
 
     @property
     def parts(self) -> dict[str, nn.Module]:
@@ -320,24 +249,19 @@ class FaceModel(nn.Module):
     def code(self, feats: torch.Tensor, identity: str) -> torch.Tensor:
         """(N, F) -> the decoder's input for `identity`: (N, C_in, 2 r0, 2 r0)."""
         _check_identity(identity)
-        if self.config.arch == "df":
-            return self.inter(feats)
-        ab = self.inter_AB(feats)
-        return torch.cat([ab, ab if identity == "A" else self.inter_B(feats)], dim=1)
+        return self._code(feats, identity)
 
     def decode(self, z: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code -> (rgb (N, 3, R, R), mask (N, 1, R, R)) with `identity`'s decoder (LIAE: the one)."""
+        """Code -> (rgb (N, 3, R, R), mask (N, 1, R, R)) with the decoder that draws `identity`."""
         _check_identity(identity)
-        if self.config.arch == "df":
-            return (self.decoder_A if identity == "A" else self.decoder_B)(z)
-        return self.decoder(z)
+        return self._decode(z, identity)
 
     def forward(self, x: torch.Tensor, identity: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruct x (N, 3, R, R) as `identity` -> rgb (N, 3, R, R), mask (N, 1, R, R) in [0, 1]."""
         return self.decode(self.code(self.encode(x), identity), identity)
 
     def swap(self, x: torch.Tensor, to: str = "A") -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode x and decode it as identity `to` (LIAE builds the code A's way: inter_AB twice)."""
+        """Encode x and decode it as identity `to` (the architecture decides how that code is built)."""
         return self(x, to)
 
 
@@ -392,12 +316,14 @@ def flops_per_sample(config: ModelConfig) -> int:
     """Forward FLOPs (2 x multiply-adds) of one sample: encoder + inter(s) + ONE decoder (rgb and mask).
 
     Counts convolutions and dense layers only (activations, pixel-norm, pixel_shuffle, sigmoid and
-    biases are left out: a few percent at most). LIAE counts both inter_AB and inter_B (the "B"
-    path; "A" and swap compute inter_AB once). A training step costs about 3x this per sample and
-    per decoder pass; benchmarks divide by it to report achieved TFLOP/s.
+    biases are left out: a few percent at most). The architecture says how many inter networks a
+    "B" pass runs (`INTERS_PER_PASS`) and how wide the decoder's input is (`decoder_in_channels`).
+    A training step costs about 3x this per sample and per decoder pass; benchmarks divide by it to
+    report achieved TFLOP/s.
     """
     config.validate()
     c = config
+    arch = ARCHITECTURES.get(c.arch)
     macs = 0
 
     def conv(in_ch: int, out_ch: int, k: int, out_res: int) -> int:
@@ -413,9 +339,8 @@ def flops_per_sample(config: ModelConfig) -> int:
     # inter(s)
     r0 = c.code_res
     inter = feats * c.ae_dims + c.ae_dims * r0 * r0 * c.ae_dims + conv(c.ae_dims, 4 * c.ae_dims, 3, r0)
-    n_inter = 1 if c.arch == "df" else 2
-    macs += n_inter * inter
-    in_ch = c.ae_dims * n_inter
+    macs += arch.INTERS_PER_PASS * inter
+    in_ch = arch.decoder_in_channels(c)
     # decoder rgb
     res, ch = 2 * r0, in_ch
     for oc in _decoder_channels(c.d_dims, c):

@@ -180,12 +180,51 @@ def _open(path: str) -> oiio.ImageInput:
     _check_file(path)
     inp = oiio.ImageInput.open(path)
     if inp is None:
-        raise VfxSwapError(f"{path}: cannot read as an image: {_one_line(oiio.geterror())}")
+        raise VfxSwapError(_unreadable(path, oiio.geterror()))  # geterror() also clears it: no exit noise
     return inp
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
+
+
+def _unreadable(path: str, message: str, part: int | None = None) -> str:
+    """The one-line error for a file (or one part of it) OpenImageIO will not open.
+
+    A luminance/chroma EXR (channels Y, RY, BY, the chroma stored at half resolution: what
+    OpenEXR's RgbaOutputFile writes in its YC modes) is refused, naming what it is: OpenImageIO
+    reads no subsampled channel at all (it fails in open or in seek_subimage, before any
+    pixel), so there is nothing to convert to RGB through it. Rebuilding RGB ourselves would
+    mean re-implementing OpenEXR's chroma reconstruction filter, which its Python module does
+    not expose; such files are rare on a plate pipeline, and are saved as RGB first.
+    """
+    where = f"{path}: part {part}" if part else path
+    if "subsampl" in str(message).lower():
+        found = _subsampled_channels(path, part or 0)
+        if found:
+            kind = "a luminance/chroma EXR" if " RY" in found or " BY" in found else "an EXR with subsampled channels"
+            return (f"{where}: cannot read as an image: {kind} ({found}); OpenImageIO reads no "
+                    "subsampled channels: save it as RGB first")
+    return f"{where}: cannot read as an image: {_one_line(message)}"
+
+
+def _subsampled_channels(path: str, part: int) -> str | None:
+    """`channels Y, RY, BY; RY, BY sampled 2x2` for an EXR part with subsampled channels, else None."""
+    try:
+        import OpenEXR
+
+        channels = OpenEXR.File(path, header_only=True).parts[part].header["channels"]
+        names = [c.name for c in channels]
+        sub = [c for c in channels if (c.xSampling, c.ySampling) != (1, 1)]
+    except Exception:  # noqa: BLE001 - only a nicer message is lost; the caller has OIIO's own
+        return None
+    if not sub:
+        return None
+    order = {n: i for i, n in enumerate(("Y", "RY", "BY", "A"))}
+    names.sort(key=lambda n: (order.get(n, len(order)), n))
+    rates = sorted({(c.xSampling, c.ySampling) for c in sub})
+    subsampled = ", ".join(n for n in names if n in {c.name for c in sub})
+    return f"channels {', '.join(names)}; {subsampled} sampled " + ", ".join(f"{x}x{y}" for x, y in rates)
 
 
 def _attributes(spec: oiio.ImageSpec) -> dict[str, tuple[str, Any]]:
@@ -212,10 +251,17 @@ def list_parts(path: str | os.PathLike) -> list[ImageInfo]:
 
 
 def _parts(inp: oiio.ImageInput, path: str) -> list[ImageInfo]:
+    declared = inp.spec().get_int_attribute("oiio:subimages", 0)  # EXR says how many parts it has
     parts, index = [], 0
     while inp.seek_subimage(index, 0):
         parts.append(_info(path, inp.spec(), index))
         index += 1
+    # The seek past the last part fails too (TIFF with an error, EXR without): the error is
+    # always retrieved, and a part the file declares but OIIO cannot read (a subsampled one)
+    # is named, not silently dropped: the picture may be that part.
+    message = inp.geterror() if inp.has_error else ""
+    if index < declared or "subsampl" in message.lower():
+        raise VfxSwapError(_unreadable(path, message, index))
     return parts
 
 

@@ -11,13 +11,19 @@ pixel of the prediction with what they learn from the masked pixels. Shapes: pre
 - idt: iterative distribution transfer: 1-D histogram matches along random rotations.
 - sot: sliced optimal transport: 1-D sorted matches along random directions, averaged.
 - none: the prediction as it is.
+
+Each method is a function `(pred, p, r) -> pred'`, where p and r are the masked pixels ((n, 3)
+float64) of the prediction and of the plate's face; `vfxswap.render.COLOR_MATCHES` names them, and
+`color_transfer` runs the one asked for. A method that learns a contrast is wrapped in
+`contrast_safe`: a face with no spread gives nothing to learn one from.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-METHODS = ("rct", "lct", "mkl", "idt", "sot", "none")
 MIN_PIXELS = 16
 FLAT = 1e-4  # a masked spread below this (in the 0..1 encoding) is a flat face: only its mean is matched
 
@@ -48,6 +54,43 @@ def _mkl(cp, cr):
     return cp_inv_half @ _sqrtm(cp_half @ cr @ cp_half) @ cp_inv_half
 
 
+def contrast_safe(method):
+    """A masked prediction with (almost) no spread is a flat face: match its mean only (a 1e-6
+    spread would scale a 0.01 edge step by 1e5)."""
+
+    @functools.wraps(method)
+    def safe(pred, p, r, **kw):
+        if p.std(0).max() < FLAT:
+            return pred - p.mean(0) + r.mean(0)
+        return method(pred, p, r, **kw)
+
+    return safe
+
+
+@contrast_safe
+def rct(pred, p, r) -> np.ndarray:
+    """Reinhard: per-channel mean and spread."""
+    spread = p.std(0)
+    return (pred - p.mean(0)) * np.where(spread < FLAT, 1.0, r.std(0) / np.maximum(spread, FLAT)) + r.mean(0)
+
+
+@contrast_safe
+def lct(pred, p, r) -> np.ndarray:
+    """Linear colour transfer: the full 3x3 covariance match."""
+    return _affine(pred, p, r, _lct)
+
+
+@contrast_safe
+def mkl(pred, p, r) -> np.ndarray:
+    """Monge-Kantorovich: the covariance match that moves colours least."""
+    return _affine(pred, p, r, _mkl)
+
+
+def none(pred, p, r) -> np.ndarray:
+    """The prediction as it is."""
+    return pred
+
+
 def _match_1d(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Map `values` through the quantile function taking `source`'s distribution to `target`'s.
     Past the ends of `source` the end offsets carry on at slope 1 (np.interp alone holds the end
@@ -61,7 +104,9 @@ def _match_1d(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.
     return out
 
 
-def _idt(pred, p, r, iterations: int = 12, seed: int = 0) -> np.ndarray:
+@contrast_safe
+def idt(pred, p, r, iterations: int = 12, seed: int = 0) -> np.ndarray:
+    """Iterative distribution transfer: 1-D quantile matches along random rotations."""
     rng = np.random.default_rng(seed)
     flat, p = pred.reshape(-1, 3).astype(np.float64), p.copy()
     for _ in range(iterations):
@@ -74,7 +119,9 @@ def _idt(pred, p, r, iterations: int = 12, seed: int = 0) -> np.ndarray:
     return flat.reshape(pred.shape)
 
 
-def _sot(pred, p, r, iterations: int = 24, seed: int = 0) -> np.ndarray:
+@contrast_safe
+def sot(pred, p, r, iterations: int = 24, seed: int = 0) -> np.ndarray:
+    """Sliced optimal transport: 1-D sorted matches along random directions, averaged."""
     rng = np.random.default_rng(seed)
     flat, p = pred.reshape(-1, 3).astype(np.float64), p.copy()
     for _ in range(iterations):
@@ -87,21 +134,11 @@ def _sot(pred, p, r, iterations: int = 24, seed: int = 0) -> np.ndarray:
 
 
 def color_transfer(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, method: str = "rct") -> np.ndarray:
-    """`pred` coloured like `ref` inside `mask` (see the module docstring for the methods)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown colour match {method!r} (choose from {', '.join(METHODS)})")
+    """`pred` coloured like `ref` inside `mask` with the method `COLOR_MATCHES` names `method`."""
+    from vfxswap.render import COLOR_MATCHES
+
+    match = COLOR_MATCHES.get(method)
     p, r = _pixels(pred, mask), _pixels(ref, mask)
-    if method == "none" or len(p) < MIN_PIXELS:
+    if len(p) < MIN_PIXELS:
         return pred
-    spread = p.std(0)
-    if spread.max() < FLAT:  # nothing to learn a contrast from: a spread of 1e-6 scaled edges by 1e5
-        out = pred - p.mean(0) + r.mean(0)
-    elif method == "rct":
-        out = (pred - p.mean(0)) * np.where(spread < FLAT, 1.0, r.std(0) / np.maximum(spread, FLAT)) + r.mean(0)
-    elif method in ("lct", "mkl"):
-        out = _affine(pred, p, r, _lct if method == "lct" else _mkl)
-    elif method == "idt":
-        out = _idt(pred, p, r)
-    else:
-        out = _sot(pred, p, r)
-    return out.astype(np.float32)
+    return np.asarray(match(pred, p, r), np.float32)

@@ -33,43 +33,15 @@ from vfxswap.color import ColorPipeline, resolve_config, tag_colour_space
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
-from vfxswap.masks import hull_mask
+from vfxswap.jobspec import RenderOptions
+from vfxswap.masks import MASKERS, MaskInput
 from vfxswap.plates.frames import FramePattern, format_frames, is_movie, select_frames
 from vfxswap.plates.image import Box, Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
-from vfxswap.render.color_transfer import METHODS as COLOR_MATCH
 from vfxswap.render.color_transfer import color_transfer
 
 log = logging.getLogger("vfxswap")
-MASKS = ("product", "learned", "hull")
 PAD = 16  # plate pixels around the face's box in the data window
-
-
-@dataclass
-class RenderOptions:
-    model: str  # a model folder, or "passthrough" (output = input: a pipeline check)
-    plates: str  # an image sequence, or a movie (decoded to scene-linear EXR first)
-    out: str
-    faceset: str | None = None
-    frames: str | None = None
-    start: int = 1001  # a movie plate's first frame number, as extraction numbered it
-    mask: str = "product"
-    erode: float = 0.0  # plate pixels (negative dilates)
-    blur: float = 0.0  # plate pixels (Gaussian sigma)
-    color: str = "rct"
-    name: str = "face"
-    skip_existing: bool = False
-    compression: str = "zip"
-    track: int | None = None  # only this track id
-    like: list[str] | None = None  # only the faces like these reference images (or folders)
-    plate_space: str | None = None
-    ocio: str | None = None
-    device: str = "auto"  # CUDA when present (models.device.pick_device)
-    face_type: str = "whole_face"  # for passthrough; a model brings its own
-    resolution: int = 256  # for passthrough
-    layers: bool = False  # add raw.RGB (unmasked), matte.Y (mask before erode/blur), stmap.RG (float)
-    comp: bool = False  # also write the face over the plate: comp.####.exr
-    preview: bool = False  # and an H.264 preview of the comp through the OCIO view: preview.mp4
 
 
 @dataclass
@@ -144,10 +116,8 @@ def _erode_blur(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
 class Renderer:
     def __init__(self, options: RenderOptions):
         o = self.opt = options
-        if o.mask not in MASKS:
-            raise VfxSwapError(f"--mask {o.mask}: choose from {', '.join(MASKS)}")
-        if o.color not in COLOR_MATCH:
-            raise VfxSwapError(f"--color {o.color}: choose from {', '.join(COLOR_MATCH)}")
+        o.check()
+        self.masker = MASKERS.get(o.mask)
         # Gaps in the plates stay in the range: each fails alone, naming its file.
         plates = self._decoded_movie() if is_movie(o.plates) else o.plates
         self.seq, self.frames = select_frames(plates, o.frames, keep_missing=True)
@@ -194,7 +164,8 @@ class Renderer:
                                    f"choose another --out or --name")
 
     def _faces(self) -> dict[int, list[FaceRow]]:
-        from vfxswap.faces.extract import ExtractOptions, extract, source_key
+        from vfxswap.faces.extract import extract, source_key
+        from vfxswap.jobspec import ExtractOptions
         from vfxswap.plates.convert import FrameSource
 
         if not self.opt.faceset:
@@ -296,8 +267,7 @@ class Renderer:
             pred, learned = self.predict(aligned[None])
             pred, learned = pred[0], learned[0]
             points = align.transform_points(face.landmarks, matrix)
-            hull = hull_mask(points, (res, res), "extended")
-            mask = {"product": learned * hull, "learned": learned, "hull": hull}[self.opt.mask]
+            mask = self.masker(MaskInput(aligned, points, learned))
             pred = color_transfer(pred, aligned, mask, self.opt.color)
             # Back to the plate over the face's padded box only.
             bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=self.margin)

@@ -28,7 +28,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,82 +37,11 @@ import torch.nn as nn
 
 from vfxswap import __version__
 from vfxswap.errors import VfxSwapError
+from vfxswap.jobspec import TrainOptions
 from vfxswap.models.device import bf16_by_default, pick_device
 
 log = logging.getLogger("vfxswap")
 STATS = ("loss", "loss_A", "loss_B", "grad_norm", "bad")  # what a step reports, in InFlight's order
-
-
-@dataclass
-class TrainOptions:
-    src: str  # faceset A (source identity)
-    dst: str  # faceset B (destination identity)
-    model_dir: str
-    release_ref: dict[str, str] = field(default_factory=dict)  # identity -> release reference, verbatim
-    names: dict[str, str] = field(default_factory=dict)  # identity -> display name
-    preset: str | None = None  # None: "quick" for a new model; a resumed one keeps its own
-    arch: str | None = None  # override the preset's architecture
-    iters: int = 1000  # train until this iteration
-    batch: int = 8
-    lr: float = 5e-5
-    warmup: int = 100  # iterations of linear lr warm-up
-    weight_decay: float = 0.0
-    lr_dropout: float = 0.0  # probability of dropping each parameter's update in a step
-    clip: float = 1.0  # gradient norm clip; 0: no clipping
-    gan_power: float = 0.0
-    eyes_mouth_weight: float = 3.0
-    uniform_yaw: bool = False
-    flip: bool = True
-    workers: int | None = None  # loader processes per identity; None: data.default_workers
-    device: str = "auto"
-    bf16: bool | None = None  # None: models.device.bf16_by_default (CUDA; CPUs with native bf16)
-    compile: bool = False
-    save_every: int = 250  # iterations
-    save_minutes: float = 10.0
-    keep_backups: int = 3
-    preview_every: int = 100
-    log_every: int = 10
-    snapshot_every: int = 50  # in-memory good state for NaN roll-back
-    tensorboard: bool = False
-    resume: bool = False
-    resume_if_saved: bool = False  # resume when --model already holds a save, else start new (farm retries)
-    init_from: str | None = None
-    init_parts: list[str] | None = None  # None: the model's shared parts (FaceModel.shared_part_names)
-    freeze: list[str] = field(default_factory=list)
-    seed: int = 0
-    quiet: bool = False
-
-    def asked_config(self):
-        """The ModelConfig that --preset and --arch ask for; None when neither is given."""
-        from vfxswap.models import PRESETS
-
-        if self.preset is None and self.arch is None:
-            return None
-        if (self.preset or "quick") not in PRESETS:
-            raise VfxSwapError(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
-        config = copy.deepcopy(PRESETS[self.preset or "quick"])
-        if self.arch:
-            config.arch = self.arch
-        config.validate()
-        return config
-
-    def check(self) -> None:
-        """One line for a value the run cannot use, before anything starts: not a traceback
-        mid-run, or a finished run lost at its save."""
-        flags = {"keep_backups": "keep"}
-        for name, low in (("iters", 0), ("batch", 1), ("warmup", 0), ("save_every", 1), ("preview_every", 1),
-                          ("log_every", 1), ("snapshot_every", 1), ("keep_backups", 0), ("workers", 0)):
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise VfxSwapError(f"--{flags.get(name, name).replace('_', '-')} {value}: must be at least {low}")
-        for name, ok, want in (("lr", self.lr > 0, "above 0"), ("save_minutes", self.save_minutes > 0, "above 0"),
-                               ("clip", self.clip >= 0, "0 (no clipping) or more"),
-                               ("weight_decay", self.weight_decay >= 0, "0 or more"),
-                               ("gan_power", self.gan_power >= 0, "0 or more"),
-                               ("eyes_mouth_weight", self.eyes_mouth_weight > 0, "above 0"),
-                               ("lr_dropout", 0 <= self.lr_dropout < 1, "from 0 up to, not including, 1")):
-            if not ok:  # also false for NaN
-                raise VfxSwapError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {want}")
 
 
 class Pair(nn.Module):
@@ -242,8 +171,8 @@ class Trainer:
     """One training run. `run()` trains to `options.iters` and returns the final iteration."""
 
     def __init__(self, options: TrainOptions):
-        from vfxswap.models import PRESETS, FaceModel
-        from vfxswap.models import store
+        from vfxswap.models import build_model, checkpoint, store, transfer
+        from vfxswap.models.config import PRESETS
 
         self.opt = o = options
         o.check()
@@ -259,7 +188,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.bf16 = bf16_by_default(self.device) if o.bf16 is None else o.bf16
+        self.bf16 = bf16_by_default(self.device) if o.bf16_mode() is None else o.bf16_mode()
         self.folder = Path(o.model_dir)
         _seed_everything(o.seed)
 
@@ -275,10 +204,10 @@ class Trainer:
                 raise VfxSwapError(f"{self.folder}: a model is already there; use --resume to continue it")
             config = o.asked_config() or copy.deepcopy(PRESETS["quick"])
             o.preset = o.preset or "quick"
-            self.model = FaceModel(config)
+            self.model = build_model(config)
             if o.init_from:
                 o.init_parts = o.init_parts or self.model.shared_part_names()
-                store.init_from(self.model, o.init_from, o.init_parts)
+                transfer.init_from(self.model, o.init_from, o.init_parts)
             self.iteration = 0
             self.manifest = self._new_manifest(config)
         for part in o.freeze:
@@ -319,18 +248,18 @@ class Trainer:
                                            fused=True)
         self.disc = self.disc_opt = None
         if o.gan_power > 0:
-            from vfxswap.models import PatchDiscriminator
+            from vfxswap.models.nets import PatchDiscriminator
 
             self.disc = PatchDiscriminator().to(self.device)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=True)
         if self.resuming:
-            rng = store.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
+            rng = checkpoint.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
             if self.disc is not None:
                 disc = store.load_extra_tensors(self.folder, "disc.", device=self.device)
                 if disc:
                     self.disc.load_state_dict({k[len("disc."):]: v for k, v in disc.items()})
             if rng:
-                store.restore_rng(rng)
+                checkpoint.restore_rng(rng)
         self.pair: nn.Module = Pair(self.model)
         if self.world > 1 and self.disc is not None:
             # DDP wraps the generator only (the discriminator runs three times a step, which DDP's
@@ -349,12 +278,17 @@ class Trainer:
     # --- helpers -----------------------------------------------------------------------------
 
     def _same_model_asked(self, manifest: dict) -> None:
-        """--resume continues the saved model: a --preset or --arch asking for another one is
-        refused (it would be silently ignored, and the manifest would record it beside the real
-        config). Without them, the saved preset is the one recorded."""
-        asked, saved = self.opt.asked_config(), manifest["config"]
-        if asked is not None and json.loads(json.dumps(asked.to_dict())) != saved:  # as the manifest holds it
-            what = f"--preset {self.opt.preset}" if self.opt.preset else f"--arch {self.opt.arch}"
+        """--resume continues the saved model: a --preset or a model option (--arch, --ae-dims ...)
+        asking for another one is refused (it would be silently ignored, and the manifest would
+        record it beside the real config). Without them, the saved preset is the one recorded."""
+        saved, overrides = manifest["config"], self.opt.model_overrides()
+        if self.opt.preset is not None:  # the whole preset, with the options over it
+            differs = json.loads(json.dumps(self.opt.asked_config().to_dict())) != saved  # as the manifest holds it
+        else:
+            differs = any(saved.get(k) != v for k, v in overrides.items())
+        if differs:
+            what = " ".join([f"--preset {self.opt.preset}"] * bool(self.opt.preset) + [
+                f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()])
             raise VfxSwapError(f"{self.folder}: {what} asks for another model than the saved one "
                                f"({saved.get('arch')}, {saved.get('resolution')} px); drop it to resume, "
                                f"or train a new model in another folder")
@@ -366,11 +300,12 @@ class Trainer:
 
         from vfxswap.color import ENCODING_NAME, resolve_config
 
-        if not all(self.opt.release_ref.get(k) for k in ("A", "B")):
+        refs, names = self.opt.release_refs(), self.opt.names()
+        if not all(refs.get(k) for k in ("A", "B")):
             raise VfxSwapError("--release-ref is required: the performers' release reference is recorded verbatim "
                                "in the model and in every file it renders")
-        with_name = lambda k, f: {"name": self.opt.names.get(k) or Path(f).name, "faceset": str(Path(f).resolve()),
-                                   "release_ref": self.opt.release_ref[k]}
+        with_name = lambda k, f: {"name": names.get(k) or Path(f).name, "faceset": str(Path(f).resolve()),
+                                   "release_ref": refs[k]}
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return {"format": "vfxswap-model", "format_version": 1, "vfxswap": __version__, "model_id": uuid.uuid4().hex,
                 "config": config.to_dict(), "identities": {"A": with_name("A", self.opt.src),
@@ -599,18 +534,19 @@ class Trainer:
     # --- outputs -------------------------------------------------------------------------------------
 
     def save(self) -> None:
-        from vfxswap.models import store
+        from vfxswap.models import checkpoint, store
 
         if not self.main:
             return
         self.manifest["iteration"] = self.iteration
         self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        train = {k: v for k, v in asdict(self.opt).items() if k not in ("release_ref", "names", "quiet")}
+        train = {k: v for k, v in asdict(self.opt).items()
+                 if k not in ("release_ref", "release_ref_src", "release_ref_dst", "name_src", "name_dst", "quiet")}
         self.manifest["train"] = {**train, "world_size": self.world, "device": str(self.device), "bf16": self.bf16}
         if getattr(self, "ranks_identical", None) is not None:
             self.manifest["train"]["ranks_identical"] = self.ranks_identical
         extra = {f"disc.{k}": v for k, v in self.disc.state_dict().items()} if self.disc is not None else None
-        store.save_model(self.folder, self.model, self.manifest, optimizer=self.optimizer, rng=store.rng_state(),
+        store.save_model(self.folder, self.model, self.manifest, optimizer=self.optimizer, rng=checkpoint.rng_state(),
                          extra_tensors=extra, keep_backups=self.opt.keep_backups)
         self._last_save = time.time()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import re
 
-KNOBS = ("model", "faceset", "out_dir", "first_frame", "last_frame", "face_type", "color", "mask", "erode",
-         "blur", "layers")
+from vfxswap_nuke.knobs import OPTIONS
+
+KNOBS = ("model", "faceset", "out_dir", "first_frame", "last_frame", *OPTIONS)
 
 _FRAME_TOKEN = re.compile(r"#+|%0?\d*d|\$F\d*|@+")
 

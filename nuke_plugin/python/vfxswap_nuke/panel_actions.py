@@ -9,6 +9,7 @@ import threading
 from vfxswap.hosts import JobRunner, RenderJob
 
 from vfxswap_nuke import host
+from vfxswap_nuke.knobs import OPTIONS
 
 
 def engine_python() -> str:
@@ -32,9 +33,8 @@ def frame_range(values, plate):
 
 
 def build_job(values, plates, first, last) -> RenderJob:
-    options = {"mask": values.get("mask") or "product", "color": values.get("color") or "rct",
-               "face_type": values.get("face_type") or "whole_face", "erode": float(values.get("erode") or 0.0),
-               "blur": float(values.get("blur") or 0.0), "layers": bool(values.get("layers"))}
+    """The engine job for the node's knobs (an option knob left empty takes the engine's default)."""
+    options = {name: values[name] for name in OPTIONS if values.get(name) not in (None, "")}
     return RenderJob(model=str(values.get("model") or ""), plates=plates, out=str(values["out_dir"]),
                      faceset=values.get("faceset") or None, frames=f"{first}-{last}", options=options,
                      python=engine_python())

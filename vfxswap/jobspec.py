@@ -436,7 +436,7 @@ def normalise(cls, options: dict) -> dict:
         key = str(key).lstrip("-")
         s = specs.get(key.replace("-", "_")) or by_flag.get(key) or negated.get(key)
         if s is None or not s.cli:
-            known = ", ".join(s.flag for s in specs.values() if s.cli)
+            known = ", ".join(s.negate or s.flag for s in specs.values() if s.cli)
             raise VfxSwapError(f"unknown {_what(cls)} option {key!r} (options: {known})")
         value = _coerce(s, value)
         if key == s.negate:  # {"no-flip": True}

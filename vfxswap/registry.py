@@ -41,8 +41,9 @@ class Registry:
     def check(self, name: str, flag: str | None = None) -> str:
         """`name` when registered, else one line naming the choices (and the option, if given)."""
         if name not in self._entries:
-            what = f"{flag} {name}" if flag else f"{self.kind} {name!r}"
-            raise VfxSwapError(f"{what}: unknown {self.kind} (choose from {', '.join(self._entries)})")
+            choices = ", ".join(self._entries)
+            raise VfxSwapError(f"{flag} {name}: unknown {self.kind} (choose from {choices})" if flag else
+                               f"unknown {self.kind} {name!r} (choose from {choices})")
         return name
 
     def get(self, name: str) -> Any:

@@ -15,9 +15,8 @@ from vfxswap.color import ColorPipeline
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faces.extract import extract
-from vfxswap.jobspec import ExtractOptions
+from vfxswap.jobspec import ExtractOptions, RenderOptions
 from vfxswap.plates import Image, read_image, write_image
-from vfxswap.jobspec import RenderOptions
 from vfxswap.render.render import render
 
 FRAMES = (1001, 1002, 1003)

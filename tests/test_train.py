@@ -20,11 +20,10 @@ import torch
 from conftest import need_shared, write_faceset
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces.extract import extract
-from vfxswap.jobspec import ExtractOptions
+from vfxswap.jobspec import ExtractOptions, TrainOptions
 from vfxswap.models.store import load_model
 from vfxswap.train.data import FaceSamples
 from vfxswap.train.losses import masked_mse
-from vfxswap.jobspec import TrainOptions
 from vfxswap.train.trainer import Trainer, train
 
 REF = {"A": "REL-2026-0042 (test)", "B": "REL-2026-0043 (test)"}

@@ -74,10 +74,8 @@ def make_stills(folder: Path, count: int = 16) -> str:
 def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 250, batch: int = 8) -> dict:
     """Plates, facesets, a quick model, face layers, comp and preview under `out`."""
     from vfxswap.faces.extract import extract
-    from vfxswap.jobspec import ExtractOptions
-    from vfxswap.jobspec import RenderOptions
+    from vfxswap.jobspec import ExtractOptions, RenderOptions, TrainOptions
     from vfxswap.render.render import render
-    from vfxswap.jobspec import TrainOptions
     from vfxswap.train.trainer import train
 
     for name, value, least in (("--frames", frames, 2), ("--iters", iters, 1), ("--batch", batch, 1)):

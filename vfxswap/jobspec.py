@@ -309,12 +309,16 @@ def flag_of(cls, name: str) -> str:
     return spec(cls)[name].flag
 
 
+def _check_choice(s: Spec, value) -> None:
+    """An option with choices holds one of them; one line naming the option otherwise."""
+    if s.choices is not None and value is not None and value not in s.choices:
+        raise VfxSwapError(f"--{s.flag} {value}: choose from {', '.join(map(str, s.choices))}")
+
+
 def check_choices(obj) -> None:
     """Each option with choices holds one of them (one line naming the option otherwise)."""
     for s in spec(type(obj)).values():
-        value = getattr(obj, s.name)
-        if s.choices is not None and value is not None and value not in s.choices:
-            raise VfxSwapError(f"--{s.flag} {value}: choose from {', '.join(map(str, s.choices))}")
+        _check_choice(s, getattr(obj, s.name))
 
 
 # --- argparse (the CLI) -----------------------------------------------------------------------
@@ -350,24 +354,22 @@ def add_arguments(parser, cls, *, skip=(), only=None, rename: dict | None = None
         if s.metavar or s.choices is None:
             kw["metavar"] = s.metavar or rename.get(s.name, s.flag).upper().replace("-", "_")
         if s.kind is list and s.sep:
-            kw["type"] = _comma_list
+            kw.update(type=_comma_list, default=None if default is None else list(default))  # a copy per parse
         elif s.kind is list:
             kw.update(nargs="+", action="extend", default=None)
         else:
             kw["type"] = s.kind
             if s.choices is not None:
                 kw["choices"] = s.choices
-        if s.kind is list and s.sep and default is not None:
-            kw["default"] = list(default)
         parser.add_argument(flag, **kw)
 
 
 def from_namespace(cls, args: argparse.Namespace, *, prefix: str = "", **given):
     """`cls` from parsed arguments: the fields the namespace holds, then `given`; a None left
     where the field takes no None gets the field's default."""
-    values = {name: getattr(args, prefix + name) for name in spec(cls) if hasattr(args, prefix + name)}
-    values.update(given)
     specs = spec(cls)
+    values = {name: getattr(args, prefix + name) for name in specs if hasattr(args, prefix + name)}
+    values.update(given)
     return cls(**{k: v for k, v in values.items() if v is not None or specs[k].default is None})
 
 
@@ -441,8 +443,8 @@ def normalise(cls, options: dict) -> dict:
         value = _coerce(s, value)
         if key == s.negate:  # {"no-flip": True}
             value = not value
-        if s.choices is not None and value is not None and value not in s.choices and not _is_variable(value):
-            raise VfxSwapError(f"--{s.flag} {value}: choose from {', '.join(map(str, s.choices))}")
+        if not _is_variable(value):  # a farm template's variable is filled in on the node
+            _check_choice(s, value)
         out[s.name] = value
     return out
 

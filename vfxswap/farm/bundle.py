@@ -63,8 +63,13 @@ _TRAIN_PARAMS = {
 }
 
 
+def _ref(variable: str) -> str:
+    """A script's reference to a job environment variable, quoted: `"$VFXSWAP_MODEL"`."""
+    return f'"${variable}"'
+
+
 def _var(name: str) -> str:
-    return f'"${_PARAMS[name][0]}"'
+    return _ref(_PARAMS[name][0])
 
 
 def _train_params(job: FarmJob) -> dict:
@@ -106,8 +111,8 @@ def template(job: FarmJob) -> dict:
         train_params = _train_params(job)
         params.update({name: (var, definition) for name, var, definition in train_params.values()})
         tok.train = replace(job.train, dst=tok.faceset, model_dir=tok.model,
-                            **{k: f'"${var}"' for k, (_, var, _) in train_params.items()})
-        keep |= {f'"${var}"' for _, var, _ in train_params.values()}
+                            **{k: _ref(var) for k, (_, var, _) in train_params.items()})
+        keep |= {_ref(var) for _, var, _ in train_params.values()}
         written = "INOUT" if (Path(job.model) / "manifest.json").exists() else "OUT"  # resumed, or new
         params["Model"] = ("VFXSWAP_MODEL", {**_PATH, "dataFlow": written})
     elif job.model == "passthrough":  # the pipeline check: a word, not a folder to resolve or carry

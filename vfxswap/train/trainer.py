@@ -188,7 +188,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.bf16 = bf16_by_default(self.device) if o.bf16_mode() is None else o.bf16_mode()
+        asked = o.bf16_mode()
+        self.bf16 = bf16_by_default(self.device) if asked is None else asked
         self.folder = Path(o.model_dir)
         _seed_everything(o.seed)
 

@@ -178,7 +178,7 @@ def test_every_render_and_train_option_given_to_farm_bundle_reaches_its_step(tmp
                "--out", tmp_path / "bundle", "--erode", "2", "--blur", "3", "--plate-space", "ACEScg", "--track", "0",
                "--color", "mkl", "--like", "refs/a.png", "refs/b dir", "--render-device", "cpu", "--comp",
                "--train-src", tmp_path / "a", "--release-ref", "REL-7", "--ae-dims", "64", "--arch", "liae",
-               "--train-resolution", "64", "--no-flip", "--train-gpus", "2")
+               "--train-resolution", "64", "--flip-src", "--no-flip-dst", "--no-warp", "--train-gpus", "2")
     assert out.returncode == 0, out.stderr
     doc = yaml.safe_load((tmp_path / "bundle" / "template.yaml").read_text())
     values = {v["name"]: str(v["value"]) for v in
@@ -200,7 +200,8 @@ def test_every_render_and_train_option_given_to_farm_bundle_reaches_its_step(tmp
     assert options.skip_existing and options.progress == "json"
     train_argv = words(steps["Train"]["script"]["embeddedFiles"][0]["data"])
     train_options = from_argv(TrainOptions, train_argv[train_argv.index("train") + 1:])
-    assert (train_options.ae_dims, train_options.arch, train_options.resolution, train_options.flip) == (64, "liae", 64, False)
+    assert (train_options.ae_dims, train_options.arch, train_options.resolution) == (64, "liae", 64)
+    assert (train_options.flip_src, train_options.flip_dst, train_options.warp) == (True, False, False)
     assert train_options.resume_if_saved and train_options.preset is None  # no --preset: a resumed model keeps its own
     assert (train_options.gpus, train_options.release_ref, train_options.model_dir) == (2, "REL-7", str(tmp_path / "m"))
     bad = _cli("farm", "bundle", "--plates", "p.####.exr", "--model", "m", "--faceset", "f", "--render-out", "o",

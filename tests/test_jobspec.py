@@ -71,7 +71,8 @@ def test_every_option_survives_a_command_line_and_back(cls):
 def test_options_dicts_from_hosts_are_checked_and_typed():
     assert normalise(RenderOptions, {"skip-existing": "yes", "erode": "2", "--track": 0, "like": ["x"]}) == {
         "skip_existing": True, "erode": 2.0, "track": 0, "like": ["x"]}
-    assert normalise(TrainOptions, {"no-flip": True, "parts": ["encoder"]}) == {"flip": False, "init_parts": ["encoder"]}
+    assert normalise(TrainOptions, {"no-flip-dst": True, "flip-src": "yes", "parts": ["encoder"]}) == {
+        "flip_dst": False, "flip_src": True, "init_parts": ["encoder"]}
     assert flags(RenderOptions, {"comp": False, "plate_space": None, "track": 0}) == ["--track=0"]
     for bad, message in (({"maks": "hull"}, "unknown render option 'maks'"), ({"erode": "two"}, "--erode 'two': not a number"),
                          ({"mask": "blob"}, "--mask blob: choose from product, learned, hull"),

@@ -312,3 +312,25 @@ def test_patch_discriminator():
     same = PatchDiscriminator(dims=8, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(disc.state_dict().values(), same.state_dict().values()))
     assert count_params(PatchDiscriminator()) > 0
+
+
+def test_network_input_is_soft_limited_to_the_range_it_learned():
+    """A saturated out-of-gamut colour on an ACES2065-1 plate encodes near -85: the encoder never
+    sees it (nor a 100x highlight); in-range pixels reach it untouched."""
+    from vfxswap.models.nets import INPUT_KNEE
+
+    model = build_model(PRESETS["quick"], seed=0).eval()
+    r = model.config.resolution
+    x = torch.rand(1, 3, r, r, generator=torch.Generator().manual_seed(0))
+    x[0, :, :10, :10] = -85.0
+    x[0, 0, -10:, -10:] = 100.0
+    seen = []
+    hook = model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    with torch.no_grad():
+        rgb, mask = model(x, "A")
+    hook.remove()
+    fed = seen[0]
+    assert float(fed.min()) >= -INPUT_KNEE and float(fed.max()) <= 1.0 + INPUT_KNEE
+    inside = (x >= 0) & (x <= 1)
+    assert torch.equal(fed[inside], x[inside])
+    assert torch.isfinite(rgb).all() and torch.isfinite(mask).all()

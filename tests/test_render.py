@@ -285,3 +285,142 @@ def test_a_frame_without_a_face_gets_an_empty_layer(shot, tmp_path):
     assert empty.data_window.width == 1 and empty.data_window.height == 1
     assert not empty.pixels.any() and empty.display_window.width == 768
     assert empty.attribute("vfxswap:synthetic") == "true"
+
+
+def _laplacian_energy(rgb: np.ndarray) -> float:
+    return float((cv2.Laplacian(np.ascontiguousarray(rgb.mean(axis=2)), cv2.CV_32F) ** 2).mean())
+
+
+def test_render_feeds_the_model_faces_cut_as_its_training_faces_were(tmp_path):
+    """A 2K plate with skin-fine texture, a face ~900 px wide cut to 96 px: the render's model input
+    has the high-frequency energy of the training samples the faceset gives (today's point-sampled
+    cut straight to 96 px had several times more: aliasing the model never saw)."""
+    from types import SimpleNamespace
+
+    from vfxswap.render.render import Renderer
+    from vfxswap.train.data import FaceSamples
+
+    srgb = skimage.data.astronaut().astype(np.float32) / 255.0
+    lin = np.clip(ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(srgb, "sRGB Encoded Rec.709 (sRGB)", "ACEScg"), 0, None)
+    big = cv2.resize(lin, (1600, 1600), interpolation=cv2.INTER_CUBIC)
+    grain = cv2.GaussianBlur(np.random.default_rng(3).normal(size=big.shape).astype(np.float32), (0, 0), 0.8)
+    big = np.clip(big * (1.0 + 0.6 * grain), 0, None)  # pores and grain at the plate's own pixel scale
+    plate = np.full((1080, 2048, 3), 0.05, np.float32)
+    plate[:, 224:1824] = big[60:1140]
+    write_image(tmp_path / "plates" / "plate.1001.exr", Image.from_array(plate))
+    extract(str(tmp_path / "plates" / "plate.####.exr"), str(tmp_path / "faceset"),
+            ExtractOptions(detector="dlib", landmarker="dlib", size=256, face_type="whole_face"))
+    trained = FaceSamples(tmp_path / "faceset", 96, augment=False, warp=False, flip=False).face(0)[0]
+
+    renderer = Renderer(RenderOptions(model="passthrough", plates=str(tmp_path / "plates" / "plate.####.exr"),
+                                      out=str(tmp_path / "out"), faceset=str(tmp_path / "faceset"),
+                                      resolution=96, face_type="whole_face"))
+    renderer.pipe = ColorPipeline("ACEScg", config=renderer.choice)
+    renderer.predict = SimpleNamespace(input_size=256, resolution=96, face_type="whole_face")  # a model trained on 256 px facesets
+    face = renderer.faces[1001][0]
+    given = renderer.face_input(read_image(tmp_path / "plates" / "plate.1001.exr").pixels[..., :3], face.landmarks, "t")
+    assert given.shape == trained.shape == (96, 96, 3)
+    ratio = _laplacian_energy(given) / _laplacian_energy(trained)
+    point = align.warp_exact(renderer.pipe.to_model(plate), align.alignment_matrix(face.landmarks, 96, "whole_face"), (96, 96))
+    print(f"high-frequency energy, render input / training sample: {ratio:.3f} "
+          f"(a point-sampled cut: {_laplacian_energy(point) / _laplacian_energy(trained):.2f})")
+    assert 0.9 < ratio < 1.1
+    assert np.abs(given - trained).mean() < 0.01  # the same face, not only the same spectrum
+
+
+class _ConstantFace:
+    """A model stand-in that always draws the same face: the layer's changes from frame to frame
+    are then the colour match's alone."""
+
+    def __init__(self, resolution=128, face_type="full"):
+        self.resolution, self.face_type, self.input_size, self.identity_b = resolution, face_type, resolution, None
+        self.provenance = {"model_id": "constant", "manifest_sha256": "", "identities": {}}
+        yy, xx = np.mgrid[0:resolution, 0:resolution] / resolution
+        self.face = np.stack([0.45 + 0.1 * xx, 0.4 + 0.1 * yy, 0.35 + 0.05 * xx * yy], 2).astype(np.float32)
+
+    def __call__(self, faces):
+        n = len(faces)
+        return np.repeat(self.face[None], n, 0), np.ones((n, self.resolution, self.resolution), np.float32)
+
+
+def test_colour_match_is_smoothed_along_the_track(tmp_path):
+    """One frame of seven has the face's lower half a stop darker (a mouth opening, a hand's
+    shadow): matched frame by frame the whole replaced face dips with it; smoothed along the
+    track (the default) the dip is spread thin, and a steady shot stays as it was."""
+    from vfxswap.render.render import Renderer
+
+    srgb = cv2.resize(skimage.data.astronaut().astype(np.float32) / 255.0, (768, 768), interpolation=cv2.INTER_AREA)
+    lin = np.clip(ColorPipeline("sRGB Encoded Rec.709 (sRGB)").convert(srgb, "sRGB Encoded Rec.709 (sRGB)", "ACEScg"), 0, None)
+    frames = range(1001, 1008)
+    for frame in frames:
+        px = lin.copy()
+        if frame == 1004:
+            px[200:270, 280:400] *= 0.5  # the lower face
+        write_image(tmp_path / "plates" / f"plate.{frame}.exr", Image.from_array(px))
+    extract(str(tmp_path / "plates" / "plate.####.exr"), str(tmp_path / "faceset"),
+            ExtractOptions(detector="dlib", landmarker="dlib", size=128))
+
+    def layer_means(smooth):
+        out = tmp_path / f"out{smooth}"
+        r = Renderer(RenderOptions(model="passthrough", plates=str(tmp_path / "plates" / "plate.####.exr"), out=str(out),
+                                   faceset=str(tmp_path / "faceset"), resolution=128, color="rct", mask="hull",
+                                   color_smooth=smooth))
+        r.predict = _ConstantFace()
+        assert r.run().written == list(frames)
+        means = []
+        for frame in frames:
+            layer = read_image(out / f"face.{frame}.exr").on_display_window()
+            means.append(float(layer[..., :3].sum() / max(layer[..., 3].sum(), 1.0)))
+        return np.array(means)
+
+    alone, smoothed = layer_means(0), layer_means(2.0)
+    dip = lambda m: float(np.median(m) - m[3])
+    print(f"layer brightness dip at the dark frame: matched alone {dip(alone):.4f}, smoothed {dip(smoothed):.4f}")
+    assert dip(alone) > 0.01  # the per-frame match pumps
+    assert dip(smoothed) < 0.35 * dip(alone)
+    steady = [0, 1, 5, 6]  # far from the dark frame's weight: what a steady shot gets
+    assert np.abs(smoothed[steady] - alone[steady]).max() < 0.3 * dip(alone)
+
+
+def test_default_render_replaces_only_the_models_identity_b(shared_file, tmp_path, caplog):
+    """Two real speakers side by side (GRID s1 and brbk7n); the model's B is brbk7n. By default
+    only her face is replaced; --all-faces replaces both; a frame where she is absent gets an
+    empty layer, and the log says so."""
+    import logging
+
+    from vfxswap.faceset.store import Faceset
+    from vfxswap.faces.identity import mean_embedding
+    from vfxswap.render.render import Renderer
+
+    s1 = cv2.imread(str(shared_file("identities/A_grid_s1/s1_bbaf3s_001.jpg")))[..., ::-1]
+    her = cv2.imread(str(shared_file("identities/B_grid_brbk7n/" + sorted(
+        p.name for p in (shared_file("identities/B_grid_brbk7n")).iterdir())[0])))[..., ::-1]
+    to_lin = ColorPipeline("sRGB Encoded Rec.709 (sRGB)")
+    lin = lambda a: np.clip(to_lin.convert(a.astype(np.float32) / 255.0, "sRGB Encoded Rec.709 (sRGB)", "ACEScg"), 0, None)
+    both, alone = np.concatenate([lin(s1), lin(her)], 1), np.concatenate([lin(s1), np.full_like(lin(her), 0.05)], 1)
+    for frame, px in ((1001, both), (1002, both), (1003, alone)):
+        write_image(tmp_path / "plates" / f"plate.{frame}.exr", Image.from_array(np.ascontiguousarray(px)))
+    extract(str(tmp_path / "plates" / "plate.####.exr"), str(tmp_path / "faceset"),
+            ExtractOptions(detector="dlib", landmarker="dlib", size=128))
+    with Faceset(tmp_path / "faceset") as fs:
+        right = [r.embedding for r in fs.faces() if r.box[0] > s1.shape[1]]
+    half = s1.shape[1]
+
+    def covered(all_faces):
+        out = tmp_path / f"out{all_faces}"
+        r = Renderer(RenderOptions(model="passthrough", plates=str(tmp_path / "plates" / "plate.####.exr"), out=str(out),
+                                   faceset=str(tmp_path / "faceset"), resolution=128, all_faces=all_faces))
+        r.predict = _ConstantFace()
+        r.predict.identity_b, r.predict.identity_b_name = mean_embedding(right), "brbk7n"
+        r.faces = r._faces()  # chosen again, now that the model has an identity B
+        report = r.run()
+        alphas = [read_image(out / f"face.{f}.exr").on_display_window()[..., 3] for f in (1001, 1002, 1003)]
+        return [(float(a[:, :half].max()), float(a[:, half:].max())) for a in alphas], report
+
+    with caplog.at_level(logging.INFO, logger="vfxswap"):
+        default, report = covered(False)
+    assert default[0][0] == 0.0 and default[0][1] > 0.99  # s1 left alone, she is replaced
+    assert default[2] == (0.0, 0.0) and report.without_faces == [1003]
+    assert "1003" in caplog.text and "empty" in caplog.text
+    every, _ = covered(True)
+    assert every[0][0] > 0.99 and every[0][1] > 0.99 and every[2][0] > 0.99

@@ -20,7 +20,7 @@ import torch
 from conftest import need_shared, write_faceset
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces.extract import extract
-from vfxswap.jobspec import ExtractOptions, TrainOptions
+from vfxswap.jobspec import ExtractOptions, TrainOptions, from_argv, to_argv
 from vfxswap.models.store import load_model
 from vfxswap.train.data import FaceSamples
 from vfxswap.train.losses import masked_mse
@@ -154,6 +154,76 @@ def test_resuming_a_finished_model_leaves_its_files_as_they_are(synthetic, tmp_p
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir() if p.is_file()} == before
 
 
+def _close(trainer) -> None:
+    for loader in trainer.data.values():
+        loader.close()
+
+
+def test_flips_are_per_identity_and_the_source_is_not_flipped_by_default(synthetic, tmp_path):
+    """Mirroring A, the face we render, erases its asymmetries (a parting, a scar): A is flipped
+    only on request (--flip-src); B is flipped unless --no-flip-dst."""
+    a, b = synthetic
+    for kw, want in (({}, (False, True)), ({"flip_src": True, "flip_dst": False}, (True, False))):
+        trainer = Trainer(_options(a, b, tmp_path / "m", **kw))
+        assert (trainer.data["A"].dataset.flip, trainer.data["B"].dataset.flip) == want
+        _close(trainer)
+    required = ["--src=a", "--dst=b", "--model=m"]
+    defaults = from_argv(TrainOptions, required)
+    assert (defaults.flip_src, defaults.flip_dst) == (False, True)
+    asked = from_argv(TrainOptions, [*required, "--flip-src", "--no-flip-dst"])
+    assert (asked.flip_src, asked.flip_dst) == (True, False)
+    assert {"--flip-src", "--no-flip-dst"} <= set(to_argv(asked))
+
+
+def test_a_resume_with_no_warp_trains_on_without_the_warp(synthetic, tmp_path):
+    """The final sharpening phase: `--resume --no-warp` continues the model with the input no
+    longer warped; the value given now applies, and the manifest's train record says so."""
+    a, b = synthetic
+    train(_options(a, b, tmp_path / "m", iters=2))
+    assert load_model(tmp_path / "m")[1]["train"]["warp"] is True
+    options = from_argv(TrainOptions, to_argv(_options(a, b, tmp_path / "m", iters=3, resume=True)) + ["--no-warp"])
+    options.quiet = True
+    trainer = Trainer(options)
+    assert not trainer.data["A"].dataset.warp and not trainer.data["B"].dataset.warp
+    assert trainer.run() == 3
+    assert load_model(tmp_path / "m")[1]["train"]["warp"] is False
+
+
+def test_resume_continues_exactly_as_an_unbroken_run(synthetic, tmp_path):
+    """K iterations straight, or K/2 then --resume to K (stopping mid-epoch: 12 faces are 3
+    batches of 4): the same batches in the same order, the same weights and the same losses.
+    lr dropout draws from the global torch RNG, so its saved state is exercised too."""
+    a, b = synthetic
+    kw = dict(iters=8, lr_dropout=0.2, seed=3)
+    assert train(_options(a, b, tmp_path / "straight", **kw)) == 8
+    assert train(_options(a, b, tmp_path / "split", **{**kw, "iters": 4})) == 4
+    assert train(_options(a, b, tmp_path / "split", **kw, resume=True)) == 8
+    straight, _ = load_model(tmp_path / "straight")
+    split, _ = load_model(tmp_path / "split")
+    other = split.state_dict()
+    assert all(torch.equal(v, other[k]) for k, v in straight.state_dict().items())  # bitwise: the same CPU work
+    figures = lambda m: [(e["iter"], e["loss"], e["loss_A"], e["loss_B"], e["lr"]) for e in _history(m)]
+    assert figures(tmp_path / "split") == figures(tmp_path / "straight")
+    assert [e[0] for e in figures(tmp_path / "straight")] == list(range(1, 9))
+
+
+def test_a_learning_rate_lowered_by_a_roll_back_survives_a_resume(synthetic, tmp_path, monkeypatch):
+    """A roll-back halves the learning rate; a resume keeps the factor (the CLI's lr came back),
+    and a --lr given on resume is scaled by it too."""
+    a, b = synthetic
+    trainer = Trainer(_options(a, b, tmp_path / "m", iters=7, snapshot_every=3))
+    _nan_on_calls(trainer, monkeypatch, {5})
+    lr0 = trainer.lr_at(10**6)
+    assert trainer.run() == 7
+    resumed = Trainer(_options(a, b, tmp_path / "m", iters=9, resume=True))
+    assert resumed.lr_at(10**6) == pytest.approx(lr0 / 2)
+    assert resumed.run() == 9
+    assert [e["lr"] for e in _history(tmp_path / "m") if e["iter"] > 7] == pytest.approx([lr0 / 2] * 2)
+    given = Trainer(_options(a, b, tmp_path / "m", iters=9, resume=True, lr=1e-3))
+    assert given.lr_at(10**6) == pytest.approx(5e-4)
+    _close(given)
+
+
 def test_face_files_deleted_by_hand_are_left_out(synthetic, tmp_path):
     """Pruning bad faces by deleting their files (DeepFaceLab's habit) must not kill a loader
     worker mid-run: those faces are left out, with a warning."""
@@ -194,9 +264,9 @@ def test_non_finite_loss_rolls_back_and_lowers_lr(synthetic, tmp_path, monkeypat
     a, b = synthetic
     trainer = Trainer(_options(a, b, tmp_path / "m", iters=7, snapshot_every=3))
     _nan_on_calls(trainer, monkeypatch, {5})  # read one step late: step 6 was queued before the roll-back
-    lr0 = trainer.opt.lr
+    lr0 = trainer.lr_at(10**6)
     assert trainer.run() == 7
-    assert trainer.opt.lr == pytest.approx(lr0 / 2)
+    assert trainer.lr_at(10**6) == pytest.approx(lr0 / 2)
     events = _history(tmp_path / "m")
     rollbacks = [e for e in events if e.get("event") == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["iter"] == 3  # back to the snapshot at iteration 3
@@ -310,7 +380,7 @@ if trainer.rank == 0:  # only this rank's forward goes bad, at its fourth call
     trainer.step_fn = flaky
 done = trainer.run()
 with open(f"{model}.rank{trainer.rank}.json", "w") as f:  # a file each: printed lines interleave
-    json.dump({"rank": trainer.rank, "done": done, "lr": trainer.opt.lr, "identical": trainer.ranks_identical}, f)
+    json.dump({"rank": trainer.rank, "done": done, "lr": trainer.lr_at(10**6), "identical": trainer.ranks_identical}, f)
 torch.distributed.destroy_process_group()
 """
 
@@ -606,3 +676,31 @@ def test_a_stop_under_torchrun_stops_every_rank_together(synthetic, tmp_path, ho
         assert proc.returncode != 0 and "stopped by SIGTERM" in err
     else:
         assert "interrupted (SIGINT)" in err
+
+
+def test_the_model_records_what_a_render_needs_of_its_facesets(synthetic, tmp_path):
+    """The manifest carries each faceset's crop size (the render cuts its input the same way) and
+    B's mean identity embedding (the faces a render replaces by default), so a farm node renders
+    right without the facesets at hand."""
+    from vfxswap.faceset.store import Faceset
+    from vfxswap.render.render import ModelPredictor
+    from vfxswap.train.trainer import train
+
+    a, b = synthetic
+    b2 = tmp_path / "B"
+    shutil.copytree(b, b2)
+    rng = np.random.default_rng(0)
+    with Faceset(b2) as fs:
+        rows = fs.faces()
+        for r in rows:
+            r.embedding = rng.normal(0.0, 0.1, 128).astype(np.float32)
+        fs.update_faces(rows, ["embedding"])
+        mean = np.mean([r.embedding for r in rows], axis=0)
+        size = rows[0].size
+    train(_options(a, b2, tmp_path / "m", iters=1))
+    identities = json.loads((tmp_path / "m" / "manifest.json").read_text())["identities"]
+    assert identities["A"]["faceset_size"] == identities["B"]["faceset_size"] == size
+    assert "embedding" not in identities["A"]  # the synthetic A has none: nothing is made up
+    assert np.allclose(identities["B"]["embedding"], mean, atol=1e-5)
+    predictor = ModelPredictor(str(tmp_path / "m"), device="cpu")
+    assert predictor.input_size == size and np.allclose(predictor.identity_b, mean, atol=1e-5)

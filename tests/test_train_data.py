@@ -95,6 +95,45 @@ def test_warp_changes_input_only_and_target_is_the_affine(faceset):
         assert np.abs(edge).max() < 1e-4 and np.abs(shift).max() > 0.01 * r
 
 
+def _dfl_warp_rms(r: int) -> float:
+    """The RMS displacement (px) of DeepFaceLab's warp at size r: a grid of n = 3, 5 or 9 nodes a
+    side (equally likely) spanning the crop, a cell of r / (n - 1) px; each interior node moves by
+    Normal(0, (0.24 cell)^2) per axis, the border nodes stay; the field is linearly interpolated
+    between nodes (DeepFaceLab resizes the node grid bilinearly). Nodes are independent, so a
+    pixel's variance per axis is sigma^2 (sum of its row weights^2) (sum of its column weights^2)
+    over the interior nodes."""
+    total = 0.0
+    for n in (3, 5, 9):
+        w = np.maximum(0.0, 1 - np.abs(np.linspace(0, n - 1, r)[:, None] - np.arange(1, n - 1)[None]))  # tents
+        per_axis = (0.24 * r / (n - 1)) ** 2 * np.outer((w ** 2).sum(1), (w ** 2).sum(1)).mean()
+        total += 2 * per_axis / 3  # two axes; each n a third of the time
+    return float(np.sqrt(total))
+
+
+def test_warp_is_deepfacelab_strength_and_the_border_stays(faceset):
+    """The input warp as DeepFaceLab draws it (see _dfl_warp_rms): measured over many samples
+    its RMS displacement is that model's, within 10%; the crop's border pixels never move; and
+    warp=False gives the target itself as the input, with nothing else changed."""
+    r = 64
+    ds = FaceSamples(faceset, r)
+    fields = np.stack([ds.augmentation((0, 0, d, d % len(ds))).displacement for d in range(600)])
+    rms, want = float(np.sqrt((fields ** 2).sum(-1).mean())), _dfl_warp_rms(r)
+    assert abs(rms / want - 1) < 0.1, (rms, want)
+    assert rms > 0.04 * r  # several times the old +-0.04 uniform grid (about 0.016 r)
+    edge = np.concatenate([fields[:, 0], fields[:, -1], fields[:, :, 0], fields[:, :, -1]], 1)
+    assert not edge.any()
+    still = FaceSamples(faceset, r, augment=False, color_jitter=0.0)
+    for d in range(8):
+        s = still[(0, 0, d, d % len(ds))]
+        for border in (np.s_[:, 0], np.s_[:, -1], np.s_[:, :, 0], np.s_[:, :, -1]):
+            assert np.allclose(s["input"][border], s["target"][border], atol=1e-5)
+    flat = FaceSamples(faceset, r, warp=False)
+    for key in [(1, 2, d, d % len(ds)) for d in range(6)]:
+        s, w = flat[key], ds[key]
+        assert flat.augmentation(key).displacement is None and torch.equal(s["input"], s["target"])
+        assert all(torch.equal(s[k], w[k]) for k in ("target", "mask", "weights", "landmarks"))
+
+
 def test_augmentation_changes_with_key_and_not_otherwise(faceset):
     ds = FaceSamples(faceset, 48)
     a, b = ds[(0, 0, 0, 2)], ds[(0, 0, 0, 2)]
@@ -200,9 +239,28 @@ def test_loader_batches_and_epochs(faceset):
     assert len(set(seen[0][1] + seen[1][1])) == 10  # no repeats within an epoch
     assert seen[0][1] != seen[2][1]
     # fewer faces than a batch: faces repeat (with different augmentation), never an empty epoch
-    with make_loader(FaceSamples(faceset, 32), 20, workers=0, uniform_yaw=True, start_epoch=7) as it:
+    with make_loader(FaceSamples(faceset, 32), 20, workers=0, uniform_yaw=True, start=(7, 0)) as it:
         b = next(it)
         assert b["input"].shape[0] == 20 and it.epoch == 7
+
+
+def test_a_loader_continues_its_stream_from_a_saved_position(faceset):
+    """What an exact resume needs: `position` after k batches (epoch, batch within the epoch),
+    given back as the start of a new loader, continues the very same stream, mid-epoch included,
+    for each rank of a sharded loader."""
+    ds = FaceSamples(faceset, 32)
+    for shard in (None, (0, 2), (1, 2)):
+        with make_loader(ds, 2, workers=0, seed=4, distributed=shard) as it:
+            assert it.position == (0, 0)
+            stream = []
+            for i in range(7):
+                stream.append(next(it)["input"])
+                if i == 3:
+                    at = it.position
+        per_epoch = it.batches_per_epoch
+        assert at == divmod(4, per_epoch) and 0 < at[1]  # mid-epoch
+        with make_loader(ds, 2, workers=0, seed=4, distributed=shard, start=at) as again:
+            assert all(torch.equal(next(again)["input"], x) for x in stream[4:])
 
 
 def test_batches_travel_as_half_and_hold_the_samples(faceset):

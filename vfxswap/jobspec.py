@@ -45,7 +45,7 @@ def option(default: Any = MISSING, help: str = "", *, choices=None, flag: str | 
     required: the command line must give it (the dataclass may still default it);
     cli: False for fields a program sets but a command line does not (`quiet`);
     sep: a list given as one word split on `sep` (`--parts encoder,inter`);
-    negate: a bool that defaults to True is turned off by this flag (`--no-flip`);
+    negate: a bool that defaults to True is turned off by this flag (`--no-warp`);
     ui_range: (low, high) for sliders in the panel and the gizmo."""
     meta = {"help": help, "choices": choices, "flag": flag, "required": required, "cli": cli, "sep": sep,
             "negate": negate, "metavar": metavar, "ui_range": ui_range}
@@ -135,7 +135,11 @@ class TrainOptions:
     gan_power: float = option(0.0, "weight of the patch-GAN loss (0: off)")
     eyes_mouth_weight: float = option(3.0, "loss weight inside eyes and mouth")
     uniform_yaw: bool = option(False, "sample faces evenly over head yaw")
-    flip: bool = option(True, "no random horizontal flips", negate="no-flip")
+    flip_src: bool = option(False, "random horizontal flips of A too (off by default: a mirrored source loses its "
+                                   "asymmetries, a parting or a scar, in the render)")
+    flip_dst: bool = option(True, "no random horizontal flips of B", negate="no-flip-dst")
+    warp: bool = option(True, "no random warp of the input: for the final sharpening phase (a --resume may turn it "
+                              "off or on)", negate="no-warp")
     workers: int | None = option(None, "data loader processes per identity (default: from the cores, at most 8)")
     device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
     gpus: int = option(1, "data-parallel processes on this node, one per GPU (runs itself under torchrun "
@@ -230,11 +234,15 @@ class RenderOptions:
     color: str = option("rct", "colour match to the plate's face, inside the mask, in the model encoding: rct "
                                "mean/spread per channel; lct covariance; mkl least-change covariance; idt/sot "
                                "distribution transfer; none", choices=tuple(COLOR_MATCHES))
+    color_smooth: float = option(2.0, "smooth the colour match along each face track: Gaussian sigma in frames "
+                                      "(0: each frame matched alone)")
     name: str = option("face", "output file name before the frame number")
     skip_existing: bool = option(False, "keep frames already complete on disk")
     compression: str = option("zip", "EXR compression (zip, piz, dwaa[:level])")
     track: int | None = option(None, "only the face of this track id")
     like: list[str] | None = option(None, "only faces like these reference images (or folders)")
+    all_faces: bool = option(False, "replace every face in the plates (default: only the faces of the model's "
+                                    "identity B, the performer it was trained on)")
     plate_space: str | None = option(None, "plate colour space (default: from the header)")
     ocio: str | None = option(None, "OCIO config (path or ocio:// URI)")
     device: str = option("auto", "torch device for the model: auto (CUDA when present), cpu, cuda, cuda:N")
@@ -428,7 +436,7 @@ def _coerce(s: Spec, value):
 
 def normalise(cls, options: dict) -> dict:
     """An options dict as hosts and farm jobs give it -> {field name: value of its type}. Keys
-    are field names or flags (`skip_existing`, `skip-existing`, `--no-flip`), values native or
+    are field names or flags (`skip_existing`, `skip-existing`, `--no-warp`), values native or
     text (`"2"` for --erode). An unknown key or a bad value is one line naming it."""
     specs = spec(cls)
     by_flag = {s.flag: s for s in specs.values()}
@@ -441,7 +449,7 @@ def normalise(cls, options: dict) -> dict:
             known = ", ".join(s.negate or s.flag for s in specs.values() if s.cli)
             raise VfxSwapError(f"unknown {_what(cls)} option {key!r} (options: {known})")
         value = _coerce(s, value)
-        if key == s.negate:  # {"no-flip": True}
+        if key == s.negate:  # {"no-warp": True}
             value = not value
         if not _is_variable(value):  # a farm template's variable is filled in on the node
             _check_choice(s, value)

@@ -16,6 +16,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -63,10 +65,13 @@ MIRROR_68 = np.array(
     + [64, 63, 62, 61, 60, 67, 66, 65],                      # inner lips
     np.intp)
 
-# Points the fit uses: brows, eyes, nose and mouth (17-67). The jaw line (0-16) is left out:
-# it is the least repeatable contour, it slides along the cheek as the head turns, and on a
-# profile the detector guesses half of it; the inner points pin position, angle and scale.
-ALIGN_POINTS = np.arange(17, 68)
+# Points the fit uses: brows, nose, eyes and the two mouth corners (17-48, 54). The jaw line
+# (0-16) is left out: it is the least repeatable contour, it slides along the cheek as the head
+# turns, and on a profile the detector guesses half of it. The lips (49-53, 55-67) are left out
+# too: they move with every syllable, and 18 moving points among 51 made the crop's position
+# and scale breathe as the actor spoke (bench/quality.py, "crop vs rigid"); the corners still pin
+# the mouth's place in the crop.
+ALIGN_POINTS = np.r_[17:49, 54]
 
 
 def _face_type(name: str) -> FaceType:
@@ -125,7 +130,7 @@ def alignment_matrix(landmarks: np.ndarray, size: int, face_type: str = "full") 
     """(2, 3) float64 matrix taking plate pixels to the `size` aligned crop of `face_type`.
 
     landmarks: (68, 2) iBUG points in plate pixels (pixel centres at integers). Fitted on the
-    brows, eyes, nose and mouth (`ALIGN_POINTS`, 17-67), not the jaw line.
+    brows, eyes, nose and mouth corners (`ALIGN_POINTS`), not the jaw line or the moving lips.
     """
     pts = np.asarray(landmarks, np.float64)
     if pts.shape != (68, 2):
@@ -195,6 +200,52 @@ def warp_to_plate(aligned: np.ndarray, matrix: np.ndarray, plate_shape: tuple[in
     """
     h, w = int(plate_shape[0]), int(plate_shape[1])
     return _warp(aligned, matrix, (w, h), interpolation | cv2.WARP_INVERSE_MAP, border, border_value)
+
+
+def scale_of(matrix: np.ndarray) -> float:
+    """Crop pixels per plate pixel of a (2, 3) similarity: above 1 the crop magnifies the plate."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+
+
+def cut_face(image: np.ndarray, matrix: np.ndarray, size: int, *, exact: bool = False) -> np.ndarray:
+    """Plate pixels (H, W, C) float -> the aligned crop (size, size, C) float32, as every stage cuts
+    it: extraction (at the faceset's size), render (at the model's) and so, through the faceset,
+    training. One function, so the network meets at render the kind of pixels it learned from.
+
+    Where the crop minifies the plate (a 2K or 4K face cut to 96-256 px), point sampling would
+    alias fine texture into the crop (measured: ~60% more high-frequency energy than a properly
+    reduced crop). So the face is resampled at k * size (k the smallest integer that makes that
+    at least 1:1) and area-averaged k x k: a box low-pass one crop pixel wide. At 1:1 or
+    magnifying, k = 1. `exact`: where k = 1, cubic B-spline at exact positions (`warp_exact`, so
+    the render's pass-through check holds to float precision) instead of warpAffine's Lanczos4,
+    whose positions are rounded to 1/32 px (fine for a faceset, and many times faster); a
+    minified crop is low-passed anyway, so it is always cut the fast way, as extraction cuts it.
+    Borders replicate.
+    """
+    k = max(1, math.ceil(1.0 / scale_of(matrix) - 1e-6))
+    m = np.array(matrix, np.float64, copy=True)
+    if k > 1:  # the same square at k times the pixels: crop pixel centres at (i + 0.5) * k - 0.5
+        m *= k
+        m[:, 2] += (k - 1) / 2.0
+    big = size * k
+    if exact and k == 1:
+        out = warp_exact(image, m, (big, big))
+    else:
+        out = warp_to_aligned(image, m, big)
+    if k > 1:
+        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, *out.shape[2:])
+    return np.ascontiguousarray(out, np.float32)
+
+
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """An aligned crop (S, S[, C]) at another size (size, size[, C]) float32: area-averaged down
+    (a proper low-pass), cubic up. How a faceset's crops reach the model's resolution in training,
+    and so how the render's do too."""
+    if crop.shape[0] == size:
+        return np.ascontiguousarray(crop, np.float32)
+    out = cv2.resize(np.asarray(crop, np.float32), (size, size),
+                     interpolation=cv2.INTER_AREA if size < crop.shape[0] else cv2.INTER_CUBIC)
+    return out.reshape(size, size, *crop.shape[2:])
 
 
 def face_box(matrix: np.ndarray, size: int, plate_shape: tuple[int, int]) -> tuple[int, int, int, int]:

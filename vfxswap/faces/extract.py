@@ -431,7 +431,7 @@ class Extractor:
         for f, matrix, region, (x0, y0), (w, h) in cuts:
             with self.clock("align"):
                 region = pipe.to_model(region, where=f"{source} frame {frame}")
-                aligned = align.warp_to_aligned(region, align.shift(matrix, x0, y0), size)
+                aligned = align.cut_face(region, align.shift(matrix, x0, y0), size)
                 points = align.transform_points(f.landmarks, matrix).astype(np.float32)
                 masks = [hull_mask(points, (size, size), kind) for kind in ("components", "extended")]
                 f.blur = quality.blur(aligned.mean(axis=2), points)

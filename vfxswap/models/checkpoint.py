@@ -5,6 +5,10 @@ tensors plus JSON metadata (never pickled), and loading them back from a save.
 weights (optimizer.safetensors, rng.safetensors); `load_training_state` reads them from the save
 `store.load_model` loads, and `restore_rng` puts the RNGs back, so a resumed run continues as the
 unbroken one would have.
+
+The RNG state also carries the trainer's progress under `PROGRESS` (the learning-rate factor of
+its roll-backs, each data stream's position): the rest of what a resume needs to continue exactly,
+saved in the same commit as the weights and, like the RNGs, of no use to anything but a resume.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.models.fileformat import MANIFEST, locate_save, read_safetensors, unshare
 
 log = logging.getLogger(__name__)
+
+PROGRESS = "progress"  # key of the trainer's progress in the saved RNG state (restore_rng ignores it)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,8 +196,9 @@ def restore_rng(state: dict, generators: dict[str, np.random.Generator | torch.G
 def load_training_state(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
                         device: str | torch.device | None = None, strict: bool = False) -> dict:
     """Load the optimizer state of the save `load_model` loads into `optimizer`; return its RNG state
-    dict (empty when none was saved) for `restore_rng`. `model` is unused beyond the signature's
-    symmetry; the optimizer must hold that model's parameters in the saved order."""
+    dict (empty when none was saved) for `restore_rng`, with the trainer's progress under `PROGRESS`
+    when it saved one. `model` is unused beyond the signature's symmetry; the optimizer must hold
+    that model's parameters in the saved order."""
     del model, device  # optimizer.load_state_dict puts the state on its parameters' devices
     where, manifest = locate_save(folder, strict=strict, cached=True)
     files = manifest["files"]

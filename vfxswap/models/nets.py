@@ -244,7 +244,7 @@ class FaceModel(nn.Module):
         r = self.config.resolution
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, r, r):
             raise VfxSwapError(f"model input must be (N, 3, {r}, {r}) for resolution {r}, got {tuple(x.shape)}")
-        return self.encoder(x)
+        return self.encoder(soft_limit(x))
 
     def code(self, feats: torch.Tensor, identity: str) -> torch.Tensor:
         """(N, F) -> the decoder's input for `identity`: (N, C_in, 2 r0, 2 r0)."""
@@ -263,6 +263,20 @@ class FaceModel(nn.Module):
     def swap(self, x: torch.Tensor, to: str = "A") -> tuple[torch.Tensor, torch.Tensor]:
         """Encode x and decode it as identity `to` (the architecture decides how that code is built)."""
         return self(x, to)
+
+
+INPUT_KNEE = 0.25  # how far past 0..1 the network's input may go (asymptotically)
+
+
+def soft_limit(x: torch.Tensor) -> torch.Tensor:
+    """Model-encoded pixels -> the range the network learned from: 0..1 (nearly all of a face) is
+    passed unchanged; beyond it values roll off smoothly (tanh, slope 1 at the joins) towards
+    -INPUT_KNEE and 1 + INPUT_KNEE. Why: a saturated out-of-gamut colour on an ACES2065-1 plate
+    encodes near -85, which no training face came near; fed raw it drives the encoder anywhere.
+    Highlights and negatives stay ordered, and the delivered plate is never touched by this."""
+    k = INPUT_KNEE
+    over, under = (x - 1.0).clamp_min(0.0), (-x).clamp_min(0.0)
+    return x - over + k * torch.tanh(over / k) + under - k * torch.tanh(under / k)
 
 
 def _check_identity(identity: str) -> None:

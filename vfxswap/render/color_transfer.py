@@ -25,6 +25,7 @@ import functools
 import numpy as np
 
 MIN_PIXELS = 16
+SAMPLES = 16384  # pixels a frame's colour statistics are taken from at most (a 128 px face's mask has ~8000)
 FLAT = 1e-4  # a masked spread below this (in the 0..1 encoding) is a flat face: only its mean is matched
 
 
@@ -133,12 +134,34 @@ def sot(pred, p, r, iterations: int = 24, seed: int = 0) -> np.ndarray:
     return flat.reshape(pred.shape)
 
 
-def color_transfer(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, method: str = "rct") -> np.ndarray:
-    """`pred` coloured like `ref` inside `mask` with the method `COLOR_MATCHES` names `method`."""
+def masked_samples(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, limit: int = SAMPLES,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(p, r): the prediction's and the plate face's pixels inside `mask`, (n, 3) float64 each, at
+    most `limit` of them, in a fixed random order (so a prefix of any length is a fair sample)."""
+    p, r = _pixels(pred, mask), _pixels(ref, mask)
+    order = np.random.default_rng(seed).permutation(len(p))[:limit]
+    return p[order], r[order]
+
+
+def pool_samples(weighted: list[tuple[float, tuple[np.ndarray, np.ndarray]]],
+                 total: int = SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Several frames' (p, r) samples as one, each frame contributing in proportion to its weight
+    (a prefix of its samples): the statistics of a weighted window along a face track."""
+    weights = np.array([w for w, _ in weighted], np.float64)
+    counts = np.maximum(1, np.round(total * weights / weights.sum())).astype(int)
+    p = np.concatenate([s[0][:n] for n, (_, s) in zip(counts, weighted)])
+    r = np.concatenate([s[1][:n] for n, (_, s) in zip(counts, weighted)])
+    return p, r
+
+
+def color_transfer(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, method: str = "rct",
+                   samples: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """`pred` coloured like `ref` inside `mask` with the method `COLOR_MATCHES` names `method`;
+    `samples` (p, r): learn the match from these pixels instead (a track's pooled window)."""
     from vfxswap.render import COLOR_MATCHES
 
     match = COLOR_MATCHES.get(method)
-    p, r = _pixels(pred, mask), _pixels(ref, mask)
+    p, r = samples if samples is not None else (_pixels(pred, mask), _pixels(ref, mask))
     if len(p) < MIN_PIXELS:
         return pred
     return np.asarray(match(pred, p, r), np.float32)

@@ -1,14 +1,14 @@
 """Render: plates + a model -> a floating face layer, one premultiplied RGBA EXR per plate frame.
 
-Per frame, per face (alignment from the destination faceset):
-    plate region -> model encoding -> aligned crop (the stored smoothed landmarks, the model's
-    face type and resolution) -> predictor (B encoded, decoded as A) -> colour match ->
-    mask (learned, hull or both) -> warp back over the face's padded box (cubic B-spline at exact
-    positions for colour, bilinear for the mask; see `align.warp_exact`) -> erode/blur in plate pixels -> decode to the plate's own space ->
-    premultiply.
+Per frame, per face of the model's identity B (alignment from the destination faceset):
+    plate region -> model encoding -> aligned crop cut as training's were (the stored smoothed
+    landmarks, the model's face type; `face_input`) -> predictor (B encoded, decoded as A) ->
+    colour match -> mask (learned, hull or both) -> warp back over the face's padded box (cubic
+    B-spline at exact positions for colour, bilinear for the mask; see `align.warp_exact`) ->
+    erode/blur in plate pixels -> decode to the plate's own space -> premultiply.
 The layer's data window is the faces' padded box and its display window the plate's, so it
-drops over the untouched plate with a plain `over`. Frames without a face get an empty layer
-(a 1x1 zero pixel) so the sequence has no holes; a frame the faceset never processed, or one
+drops over the untouched plate with a plain `over`. Frames without a face to replace get an
+empty layer (a 1x1 zero pixel) so the sequence has no holes, and the log lists them; a frame the faceset never processed, or one
 missing from the plates, fails instead, naming it. Every file says in its header that it holds
 synthetic imagery, which model made it, and the identities' release references.
 """
@@ -38,7 +38,7 @@ from vfxswap.masks import MASKERS, MaskInput
 from vfxswap.plates.frames import FramePattern, format_frames, is_movie, select_frames
 from vfxswap.plates.image import Box, Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
-from vfxswap.render.color_transfer import color_transfer
+from vfxswap.render.color_transfer import color_transfer, masked_samples, pool_samples
 
 log = logging.getLogger("vfxswap")
 PAD = 16  # plate pixels around the face's box in the data window
@@ -52,12 +52,36 @@ class RenderReport:
     failed: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass
+class FaceWork:
+    """One face of one frame, up to the colour match: model-encoded (R, R, ...) arrays."""
+
+    track: int | None
+    matrix: np.ndarray  # plate -> aligned crop at the model's resolution
+    pred: np.ndarray  # the predicted face
+    ref: np.ndarray  # the plate's face (input-limited)
+    mask: np.ndarray  # the matte in the crop
+    samples: tuple[np.ndarray, np.ndarray]  # (prediction, plate) pixels inside the matte
+
+
+@dataclass
+class FrameWork:
+    """One frame's faces, with what the layer needs of the plate's header."""
+
+    attributes: dict
+    display_window: Box
+    shape: tuple[int, int]
+    faces: list[FaceWork]
+
+
 class PassThroughPredictor:
     """Returns its input and a mask of ones: renders the plate's own face, which makes every
     warp, colour or premultiplication mistake visible (the comp must equal the plate)."""
 
     def __init__(self, resolution: int, face_type: str):
         self.resolution, self.face_type = resolution, face_type
+        self.input_size = resolution  # cut straight at the resolution: the check is of the warps
+        self.identity_b = None  # no identity: every face is rendered
         self.provenance = {"model_id": "passthrough", "manifest_sha256": "", "identities": {}}
 
     def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +99,14 @@ class ModelPredictor:
         self.model, manifest = load_model(folder, device=self.device)
         self.model.eval()
         self.resolution, self.face_type = self.model.config.resolution, self.model.config.face_type
+        identities = manifest.get("identities", {})
+        b = identities.get("B", {})
+        # Training saw faces cut at the facesets' size, then area-reduced to the resolution: the
+        # render cuts the same way (a model saved before the size was recorded: at the resolution).
+        self.input_size = int(b.get("faceset_size") or self.resolution)
+        # B's mean identity embedding: the faces a render replaces by default
+        self.identity_b = np.asarray(b["embedding"], np.float32) if b.get("embedding") else None
+        self.identity_b_name = b.get("name", "B")
         digest = hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
         self.provenance = {"model_id": manifest.get("model_id", ""), "manifest_sha256": digest,
                            "iteration": manifest.get("iteration"), "identities": manifest.get("identities", {}),
@@ -133,6 +165,8 @@ class Renderer:
         # cuts a Gaussian at 4 sigma), so the data window never clips it.
         self.margin = PAD + max(0, math.ceil(-o.erode)) + math.ceil(4 * max(0.0, o.blur))
         self.extracted: set[int] = set()  # plate frames through both extraction passes (smoothed)
+        self._work: dict[int, FrameWork] = {}  # frames predicted, kept while a neighbour needs them
+        self.color_reach = math.ceil(3 * max(0.0, o.color_smooth))  # frames either side the match pools
         self.faces = self._faces()
 
     def _decoded_movie(self) -> str:
@@ -196,7 +230,7 @@ class Renderer:
             have = sorted({r.track_id for r in rows if r.track_id is not None})
             raise VfxSwapError(f"--track {self.opt.track}: no such track in {self.opt.faceset} for these plates "
                                f"(tracks: {', '.join(map(str, have)) or 'none'}; vfxswap faceset info lists them)")
-        tracks = self._tracks_like(rows) if self.opt.like else None
+        tracks = self._tracks_to_render(rows)
         by_frame: dict[int, list[FaceRow]] = {}
         for r in rows:
             if r.landmarks is None or (self.opt.track is not None and r.track_id != self.opt.track):
@@ -223,27 +257,52 @@ class Renderer:
         log.info("%s: faces of %s found as %s (the same sequence under another path)", self.opt.faceset, key, same[0])
         return same[0]
 
-    def _tracks_like(self, rows: list[FaceRow]) -> set[int]:
-        """Track ids whose mean identity is within dlib's same-person distance of the references."""
+    def _tracks_to_render(self, rows: list[FaceRow]) -> set[int] | None:
+        """The tracks whose faces are replaced (None: all). --like: those like its references;
+        by default, those of the model's identity B (the performer it learned), so a co-star in
+        the shot is left alone; --all-faces, --track, or a model without B's embedding: all."""
         from vfxswap.faces.extract import reference_embeddings
-        from vfxswap.faces.identity import SAME_PERSON, distance
 
-        refs = reference_embeddings(self.opt.like)
-        if not refs:
-            raise VfxSwapError(f"--like: no face found in {', '.join(self.opt.like)}")
-        centre = np.mean(np.stack(refs), axis=0)
-        keep = set()
-        for tid in {r.track_id for r in rows}:
-            embs = [r.embedding for r in rows if r.track_id == tid and r.embedding is not None]
-            if embs and distance(np.mean(np.stack(embs), axis=0), centre) <= SAME_PERSON:
-                keep.add(tid)
+        if self.opt.like:
+            refs = reference_embeddings(self.opt.like)
+            if not refs:
+                raise VfxSwapError(f"--like: no face found in {', '.join(self.opt.like)}")
+            keep = _tracks_near(rows, np.mean(np.stack(refs), axis=0))
+            if not keep:
+                raise VfxSwapError(f"--like: no face in the plates looks like {', '.join(self.opt.like)}")
+            return keep
+        ref = getattr(self.predict, "identity_b", None)
+        if self.opt.all_faces or self.opt.track is not None or ref is None:
+            return None
+        keep = _tracks_near(rows, ref)
+        others = {r.track_id for r in rows} - keep
+        who = self.predict.identity_b_name
         if not keep:
-            raise VfxSwapError(f"--like: no face in the plates looks like {', '.join(self.opt.like)}")
+            log.warning("no face in these plates is the model's identity B (%s): every layer is empty "
+                        "(--all-faces replaces every face, --like chooses by reference images)", who)
+        elif others:
+            log.info("rendering the faces of %s (track %s); left alone: track %s (--all-faces replaces them too)",
+                     who, ", ".join(map(str, sorted(keep))), ", ".join(map(str, sorted(others, key=str))))
         return keep
 
     # --- one frame ---------------------------------------------------------------------------
 
-    def render_frame(self, frame: int) -> Image:
+    def face_input(self, plate: np.ndarray, landmarks: np.ndarray, where: str) -> np.ndarray:
+        """The model's input for one face: (R, R, 3) model-encoded, cut from the plate as training's
+        faces were (`align.cut_face` at the facesets' size, then `align.resize_crop` to R), so the
+        network meets the same low-passed pixels it learned from (exact positions: see cut_face)."""
+        size, res, ftype = self.predict.input_size, self.predict.resolution, self.predict.face_type
+        m = align.alignment_matrix(landmarks, size, ftype)
+        x0, y0, x1, y1 = align.region_for(m, size, plate.shape[:2])
+        crop = align.cut_face(self.pipe.to_model(plate[y0:y1, x0:x1], where=where), align.shift(m, x0, y0), size,
+                              exact=True)
+        return align.resize_crop(crop, res)
+
+    def _predicted(self, frame: int) -> FrameWork:
+        """One frame's faces up to the colour match (plate read, cut, predict, mask), kept for the
+        frames around it: the colour match pools the statistics of a track's neighbours."""
+        if frame in self._work:
+            return self._work[frame]
         plate_img = need_rgb(read_image(self.seq.path(frame)))
         if frame not in self.extracted:  # not "no face": the faceset never finished this frame
             raise VfxSwapError(f"{self.seq.path(frame)}: not extracted into {self.opt.faceset} "
@@ -251,54 +310,88 @@ class Renderer:
         if self.pipe is None:
             self.pipe = ColorPipeline.for_image(plate_img, config=self.choice)
         plate = plate_img.on_display_window()
-        h, w = plate.shape[:2]
-        disp = plate_img.display_window
         res, ftype = self.predict.resolution, self.predict.face_type
         where = f"{self.seq.path(frame)}"
-        rgb_acc = np.zeros((h, w, 3), np.float32)
-        alpha_acc = np.zeros((h, w), np.float32)
-        extra = np.zeros((h, w, 6), np.float32) if self.opt.layers else None  # raw RGB, matte, ST
-        boxes, matrices = [], []
+        faces = []
         for face in self.faces.get(frame, []):
             matrix = align.alignment_matrix(face.landmarks, res, ftype)
-            x0, y0, x1, y1 = align.region_for(matrix, res, (h, w))
-            aligned = align.warp_exact(self.pipe.to_model(plate[y0:y1, x0:x1], where=where),
-                                       align.shift(matrix, x0, y0), (res, res))
+            aligned = self.face_input(plate, face.landmarks, where)
             pred, learned = self.predict(aligned[None])
-            pred, learned = pred[0], learned[0]
             points = align.transform_points(face.landmarks, matrix)
-            mask = self.masker(MaskInput(aligned, points, learned))
-            pred = color_transfer(pred, aligned, mask, self.opt.color)
+            mask = self.masker(MaskInput(aligned, points, learned[0]))
+            ref = limited(aligned)
+            faces.append(FaceWork(face.track_id, matrix, pred[0], ref, mask, masked_samples(pred[0], ref, mask)))
+        work = FrameWork(plate_img.attributes, plate_img.display_window, plate.shape[:2], faces)
+        self._work[frame] = work
+        return work
+
+    def _pooled(self, frame: int, face: FaceWork) -> tuple[np.ndarray, np.ndarray]:
+        """The colour match's (prediction, plate) pixel samples for `face`: its own, and those of
+        the same track in the frames around it, Gaussian-weighted (--color-smooth frames), so the
+        match changes smoothly along the shot instead of pumping with every mouth opening. Chunk
+        edges read past the chunk, so a farm render matches a whole one. Frames that cannot be
+        read or were never extracted are left out."""
+        sigma = self.opt.color_smooth
+        if sigma <= 0 or face.track is None:
+            return face.samples
+        weighted = []
+        for g in range(frame - self.color_reach, frame + self.color_reach + 1):
+            if g not in self.extracted or g not in self.seq.frames:
+                continue
+            try:
+                others = self._predicted(g).faces
+            except VfxSwapError:
+                continue
+            for other in others:
+                if other.track == face.track:
+                    weighted.append((math.exp(-0.5 * ((g - frame) / sigma) ** 2), other.samples))
+        return pool_samples(weighted)
+
+    def render_frame(self, frame: int) -> Image:
+        work = self._predicted(frame)
+        h, w = work.shape
+        res = self.predict.resolution
+        where = f"{self.seq.path(frame)}"
+        # Each face's padded box on the plate, and the layer's data window around them all: the
+        # layer is built at that size, not the frame's (a 4K frame of zeros costs more than a face).
+        boxes = [align.region_for(face.matrix, res, (h, w), margin=self.margin) for face in work.faces]
+        x0, y0 = min((b[0] for b in boxes), default=0), min((b[1] for b in boxes), default=0)
+        x1, y1 = max((b[2] for b in boxes), default=1), max((b[3] for b in boxes), default=1)
+        rgb_acc = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        alpha_acc = np.zeros((y1 - y0, x1 - x0), np.float32)
+        extra = np.zeros((y1 - y0, x1 - x0, 6), np.float32) if self.opt.layers else None  # raw RGB, matte, ST
+        matrices = []
+        for face, (bx0, by0, bx1, by1) in zip(work.faces, boxes):
+            matrix, mask = face.matrix, face.mask
+            pred = color_transfer(face.pred, face.ref, mask, self.opt.color, samples=self._pooled(frame, face))
             # Back to the plate over the face's padded box only.
-            bx0, by0, bx1, by1 = align.region_for(matrix, res, (h, w), margin=self.margin)
             back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box
             rgb = align.warp_exact(pred, back, (by1 - by0, bx1 - bx0))
             matte = np.clip(align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1), 0.0, 1.0)
             a = _erode_blur(matte, self.opt.erode, self.opt.blur)
             rgb = self.pipe.from_model(rgb, where=where)
+            region = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
             if extra is not None:
-                extra[by0:by1, bx0:bx1] = np.concatenate([rgb, matte[..., None], _stmap(matrix, res, bx0, by0, bx1, by1)], 2)
+                extra[region] = np.concatenate([rgb, matte[..., None], _stmap(matrix, res, bx0, by0, bx1, by1)], 2)
             # Faces composite over each other (premultiplied over) within the layer.
-            region = (slice(by0, by1), slice(bx0, bx1))
             rgb_acc[region] = rgb * a[..., None] + rgb_acc[region] * (1.0 - a[..., None])
             alpha_acc[region] = a + alpha_acc[region] * (1.0 - a)
-            boxes.append((bx0, by0, bx1, by1))
             matrices.append([float(v) for v in matrix.ravel()])
-        return self._layer(plate_img, disp, rgb_acc, alpha_acc, extra, boxes, matrices)
+        for g in [g for g in self._work if g < frame - self.color_reach]:  # no longer anyone's neighbour
+            del self._work[g]
+        return self._layer(work, (x0, y0), rgb_acc, alpha_acc, extra, matrices)
 
-    def _layer(self, plate_img: Image, disp: Box, rgb, alpha, extra, boxes, matrices) -> Image:
+    def _layer(self, work: FrameWork, origin: tuple[int, int], rgb, alpha, extra, matrices) -> Image:
+        """The layer image: the faces' box at `origin` (plate pixels) over the plate's display
+        window (an empty layer is one zero pixel at its corner)."""
         channels = ("R", "G", "B", "A") + (LAYER_CHANNELS if extra is not None else ())
-        full = np.concatenate([rgb, alpha[..., None]] + ([extra] if extra is not None else []), axis=2)
-        if boxes:
-            x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-            x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-            pixels = full[y0:y1, x0:x1]
-        else:  # an empty layer keeps the sequence whole
-            x0, y0, pixels = 0, 0, np.zeros((1, 1, len(channels)), np.float32)
+        pixels = np.concatenate([rgb, alpha[..., None]] + ([extra] if extra is not None else []), axis=2)
+        disp = work.display_window
+        x0, y0 = origin
         layer = Image.from_array(pixels, channels, origin=(disp.x + x0, disp.y + y0), display_window=disp)
         for name in ("PixelAspectRatio", "smpte:TimeCode", "framesPerSecond", "chromaticities"):
-            if name in plate_img.attributes:
-                layer.attributes[name] = plate_img.attributes[name]
+            if name in work.attributes:
+                layer.attributes[name] = work.attributes[name]
         # the plate's chromaticities describe the layer only when its header, not --plate-space, named the space
         tag_colour_space(layer, self.pipe.plate_space, self.pipe.choice, trust_chromaticities=not self.opt.plate_space)
         self._provenance(layer, matrices)
@@ -365,6 +458,8 @@ class Renderer:
             rate = len(report.written) / max(1e-9, time.time() - started)
             emit({"event": "frame", "frame": frame, "status": "written" if frame in self.faces else "no_face",
                   "path": target, "done": done, "total": len(frames), "fps": round(rate, 3)})
+        if report.without_faces:
+            log.info("no face to replace in frame(s) %s: their layers are empty", format_frames(report.without_faces))
         if self.opt.preview:
             self._preview(report, frames)
         self._manifest(report, frames)
@@ -417,6 +512,28 @@ class Renderer:
                   "colour": self.pipe.describe() if self.pipe else None}
         name = f"render_{frames[0]}-{frames[-1]}_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.json"
         atomic.write_text(Path(self.opt.out) / "manifests" / name, json.dumps(record, indent=2, default=str))
+
+
+def _tracks_near(rows: list[FaceRow], centre: np.ndarray) -> set[int]:
+    """Track ids whose mean identity embedding is within dlib's same-person distance of `centre`."""
+    from vfxswap.faces.identity import SAME_PERSON, distance
+
+    keep = set()
+    for tid in {r.track_id for r in rows}:
+        embs = [r.embedding for r in rows if r.track_id == tid and r.embedding is not None]
+        if embs and distance(np.mean(np.stack(embs), axis=0), centre) <= SAME_PERSON:
+            keep.add(tid)
+    return keep
+
+
+def limited(faces: np.ndarray) -> np.ndarray:
+    """Model-encoded pixels through the network's input limit (`models.nets.soft_limit`): what the
+    colour match measures the plate's face on, so one out-of-gamut pixel cannot drag its mean."""
+    import torch
+
+    from vfxswap.models.nets import soft_limit
+
+    return soft_limit(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
 
 
 def output_pattern(out: str | os.PathLike, name: str, plate_padding: int) -> FramePattern:

@@ -2,7 +2,7 @@
 
 One sample is one aligned face, resized to the model resolution R, as a dict of tensors:
 
-    "input"     (3, R, R) float32  the face, randomly warped, then the sample's random affine
+    "input"     (3, R, R) float32  the face, randomly warped (DeepFaceLab's strength), then the sample's affine
     "target"    (3, R, R) float32  the face through the same affine only (what the model should give back)
     "mask"      (1, R, R) float32  the chosen landmark hull mask, same affine, 0..1
     "weights"   (1, R, R) float32  priority map: 1, `eyes_mouth_weight` inside the eyes and mouth
@@ -10,9 +10,10 @@ One sample is one aligned face, resized to the model resolution R, as a dict of 
 
 Why the warp goes on the input only: an autoencoder trained on identical input and target
 can learn to copy pixels; a smooth random warp of the input makes it rebuild the face from
-what it understood of it, which is what a swap needs. Why everything else (affine, flip,
-colour) goes on both: those are new views of the same face, and the model must reproduce
-the view (and the colour) it is given.
+what it understood of it, which is what a swap needs. Its strength is DeepFaceLab's (a random
+3, 5 or 9 node grid, interior nodes moved by Normal(0, (0.24 cell)^2)): a weaker warp lets the
+model get away with copying. Why everything else (affine, flip, colour) goes on both: those are
+new views of the same face, and the model must reproduce the view (and the colour) it is given.
 
 Pixels are float32 throughout, in the model encoding (normalised ACEScct, roughly 0..1 but
 highlights above 1 and small negatives are kept): nothing here clips. Images are resized with
@@ -59,7 +60,11 @@ MASK_KINDS = ("components", "extended")
 EYE_POINTS = (tuple(range(36, 42)), tuple(range(42, 48)))
 MOUTH_POINTS = tuple(range(48, 60))  # outer lip contour
 PRIORITY_DILATE = 0.10  # hulls grow by this fraction of the inter-ocular distance
-WARP_GRID = 5  # coarse displacement grid (nodes per side); the outer ring stays still
+WARP_NODES = (3, 5, 9)  # warp grid nodes per side, one drawn per sample; the outer ring stays still
+# An interior node's offset per axis: Normal(0, (WARP_SIGMA * cell)^2), cell = R / (nodes - 1).
+# DeepFaceLab draws 0.24 and interpolates its grid linearly; our smoother bicubic field moves
+# pixels ~1.27x more for the same node offsets, so 0.19 gives DeepFaceLab's mean displacement.
+WARP_SIGMA = 0.19
 YAW_BIN = 10.0  # degrees per yaw histogram bin for uniform-yaw sampling
 _SUPERSAMPLE = 4  # priority map rasterised on a 4x finer grid, then area-averaged (antialiased)
 _SHIFT = 4  # sub-pixel bits for cv2 polygon filling
@@ -102,7 +107,8 @@ class FaceSamples(Dataset):
 
     face_type: when given, must match the faceset's (VfxSwapError otherwise).
     augment: False switches off the random affine, flip and colour jitter (not the warp).
-    warp: smooth random warp of the input, about +-`warp_amount` of the size per grid node.
+    warp: smooth random warp of the input, DeepFaceLab's (`WARP_NODES`, `WARP_SIGMA`); False (a
+    final sharpening phase) gives the target itself as the input.
     rotation (degrees), scale (fraction), shift (fraction of the size): ranges of the affine.
     color_jitter: colour jitter in the model encoding, 0 disables. The contrast changes by up to
     +-color_jitter about the face's mean; each channel is offset by up to +-color_jitter (half a
@@ -112,8 +118,7 @@ class FaceSamples(Dataset):
     def __init__(self, faceset_dir: str | Path, resolution: int, *, face_type: str | None = None,
                  augment: bool = True, warp: bool = True, flip: bool = True, color_jitter: float = 0.05,
                  rotation: float = 10, scale: float = 0.05, shift: float = 0.05, mask_kind: str = "extended",
-                 seed: int = 0, eyes_mouth_weight: float = 3.0, warp_amount: float = 0.04,
-                 cache_mb: float = 256):
+                 seed: int = 0, eyes_mouth_weight: float = 3.0, cache_mb: float = 256):
         self.folder = Path(faceset_dir)
         self.resolution = int(resolution)
         if self.resolution < 8 or self.resolution != resolution:
@@ -123,7 +128,7 @@ class FaceSamples(Dataset):
         if face_type is not None and face_type not in FACE_TYPES:
             raise VfxSwapError(f"unknown face type {face_type!r} (choose from {', '.join(FACE_TYPES)})")
         for name, value in (("color_jitter", color_jitter), ("rotation", rotation), ("scale", scale),
-                            ("shift", shift), ("warp_amount", warp_amount), ("cache_mb", cache_mb)):
+                            ("shift", shift), ("cache_mb", cache_mb)):
             if not value >= 0:
                 raise VfxSwapError(f"{name} must be >= 0, got {value!r}")
         if not eyes_mouth_weight > 0:
@@ -161,7 +166,6 @@ class FaceSamples(Dataset):
         self.augment, self.warp, self.flip = bool(augment), bool(warp), bool(flip)
         self.color_jitter, self.rotation, self.scale, self.shift = (float(color_jitter), float(rotation),
                                                                     float(scale), float(shift))
-        self.warp_amount = float(warp_amount)
         self.mask_kind = mask_kind
         self.seed = int(seed)
         self.eyes_mouth_weight = float(eyes_mouth_weight)
@@ -225,7 +229,8 @@ class FaceSamples(Dataset):
         angle = math.radians(rng.uniform(-1.0, 1.0) * self.rotation)
         zoom = 1.0 + rng.uniform(-1.0, 1.0) * self.scale
         move = rng.uniform(-1.0, 1.0, 2) * self.shift * r
-        grid = rng.uniform(-1.0, 1.0, (WARP_GRID, WARP_GRID, 2)) * self.warp_amount * r
+        nodes = WARP_NODES[rng.integers(len(WARP_NODES))]
+        moves = rng.standard_normal((max(WARP_NODES) - 2,) * 2 + (2,))  # the largest grid's, whatever `nodes` is
         # half the offset range shared by the channels (brightness), half per channel (tint)
         offset = (rng.uniform(-1.0, 1.0) + rng.uniform(-1.0, 1.0, 3)) * (0.5 * self.color_jitter)
         contrast = 1.0 + rng.uniform(-1.0, 1.0) * self.color_jitter
@@ -241,9 +246,10 @@ class FaceSamples(Dataset):
         flipped = self.augment and self.flip and flip
         displacement = None
         if self.warp:
-            grid[0], grid[-1], grid[:, 0], grid[:, -1] = 0, 0, 0, 0  # the crop's frame stays put
-            weights = _grid_weights(r)  # bicubic, separable: rows then columns
-            displacement = np.einsum("yj,jkc,xk->yxc", weights, grid.astype(np.float32), weights, optimize=True)
+            grid = np.zeros((nodes, nodes, 2), np.float32)  # the outer ring stays 0: the crop's frame stays put
+            grid[1:-1, 1:-1] = moves[:nodes - 2, :nodes - 2] * (WARP_SIGMA * r / (nodes - 1))
+            weights = _grid_weights(r, nodes)  # bicubic, separable: rows then columns
+            displacement = np.einsum("yj,jkc,xk->yxc", weights, grid, weights, optimize=True)
         if not (self.augment and self.color_jitter > 0):
             offset, contrast = np.zeros(3), 1.0
         return Augmentation(matrix, flipped, displacement, offset.astype(np.float32), float(contrast))
@@ -338,19 +344,19 @@ class FaceSamples(Dataset):
         return w / w.sum()
 
 
-@functools.lru_cache(maxsize=4)
-def _grid_weights(r: int) -> np.ndarray:
-    """(R, WARP_GRID) float32: bicubic weights (a = -0.75, as OpenCV's) of the warp grid's nodes
-    for each of R pixels, the outer nodes on the edge pixels, so a zero outer ring keeps the crop's
-    border exactly still (cv2.resize puts the nodes at cell centres, about R/10 in, and the border
-    moved by up to R/230 px). Taps past the grid repeat its edge node."""
-    pos = np.linspace(0.0, WARP_GRID - 1.0, r)
+@functools.lru_cache(maxsize=16)
+def _grid_weights(r: int, nodes: int) -> np.ndarray:
+    """(R, nodes) float32: bicubic weights (a = -0.75, as OpenCV's) of a warp grid's nodes for
+    each of R pixels, the outer nodes on the edge pixels, so a zero outer ring keeps the crop's
+    border exactly still (cv2.resize puts the nodes at cell centres, inside the crop, and the
+    border would move). Taps past the grid repeat its edge node."""
+    pos = np.linspace(0.0, nodes - 1.0, r)
     base = np.floor(pos).astype(int)
-    weights = np.zeros((r, WARP_GRID))
+    weights = np.zeros((r, nodes))
     for tap in range(-1, 3):
         d = np.abs(pos - (base + tap))
         w = np.where(d <= 1, (1.25 * d - 2.25) * d * d + 1, np.where(d < 2, ((-0.75 * d + 3.75) * d - 6) * d + 3, 0))
-        np.add.at(weights, (np.arange(r), np.clip(base + tap, 0, WARP_GRID - 1)), w)
+        np.add.at(weights, (np.arange(r), np.clip(base + tap, 0, nodes - 1)), w)
     return weights.astype(np.float32)
 
 
@@ -383,15 +389,18 @@ class EpochBatchSampler:
     With `world` > 1 the order is cut to a multiple of `world` and rank k takes positions
     k, k + world, ...: disjoint shards that together cover the epoch. Every rank then cuts
     its share into whole batches (the incomplete tail is dropped). Keys are
-    (seed, epoch, position in the epoch's order, face index). Each yielded batch's
-    (epoch, indices) is also appended to `issued`, in order, for the consumer to match.
+    (seed, epoch, position in the epoch's order, face index). The stream starts at `start`
+    = (epoch, batch within that epoch), so a resumed run continues it where it stopped. Each
+    yielded batch's (epoch, batch within the epoch, indices) is also appended to `issued`, in
+    order, for the consumer to match.
     """
 
     def __init__(self, n: int, batch: int, *, seed: int = 0, weights: np.ndarray | None = None,
-                 rank: int = 0, world: int = 1, start_epoch: int = 0):
+                 rank: int = 0, world: int = 1, start: tuple[int, int] = (0, 0)):
         self.n, self.batch, self.seed = int(n), int(batch), int(seed)
         self.weights = None if weights is None else np.asarray(weights, np.float64)
-        self.rank, self.world, self.epoch = int(rank), int(world), int(start_epoch)
+        self.rank, self.world = int(rank), int(world)
+        self.start = (int(start[0]), int(start[1]))
         self.issued: deque = deque()
 
     def order(self, epoch: int) -> np.ndarray:
@@ -411,11 +420,13 @@ class EpochBatchSampler:
         return [keys[i:i + self.batch] for i in range(0, len(keys) - self.batch + 1, self.batch)]
 
     def __iter__(self):
+        epoch, skip = self.start
         while True:
-            for batch in self.epoch_batches(self.epoch):
-                self.issued.append((self.epoch, np.array([k[3] for k in batch], np.int64)))
-                yield batch
-            self.epoch += 1
+            batches = self.epoch_batches(epoch)
+            for k in range(skip, len(batches)):
+                self.issued.append((epoch, k, np.array([key[3] for key in batches[k]], np.int64)))
+                yield batches[k]
+            epoch, skip = epoch + 1, 0
 
 
 def _worker_init(worker_id: int) -> None:
@@ -472,14 +483,15 @@ class Batches:
     "mask" (N, 1, R, R), "weights" (N, 1, R, R) float16 and "landmarks" (N, 68, 2) float32
     tensors (see `collate_half`).
 
-    `epoch` and `indices` describe the batch last returned. `close()` (or `with`) stops the
-    worker processes (the iterator is finished after it); they also stop when the iterator
-    is garbage-collected.
+    `epoch` and `indices` describe the batch last returned; `position` is (epoch, batch within
+    the epoch) of the next one, what a resumed run passes back as `start`. `close()` (or `with`)
+    stops the worker processes (the iterator is finished after it); they also stop when the
+    iterator is garbage-collected.
     """
 
     def __init__(self, dataset: FaceSamples, batch: int, *, workers: int = 2, uniform_yaw: bool = False,
                  seed: int = 0, pin_memory: bool = False, distributed: tuple[int, int] | None = None,
-                 start_epoch: int = 0):
+                 start: tuple[int, int] = (0, 0)):
         if batch < 1:
             raise VfxSwapError(f"batch size must be at least 1, got {batch}")
         if workers < 0:
@@ -489,23 +501,23 @@ class Batches:
             raise VfxSwapError(f"distributed=(rank, world) needs 0 <= rank < world, got {distributed!r}")
         self.dataset = dataset
         self.sampler = EpochBatchSampler(len(dataset), batch, seed=seed, rank=rank, world=world,
-                                         weights=dataset.yaw_weights() if uniform_yaw else None,
-                                         start_epoch=start_epoch)
+                                         weights=dataset.yaw_weights() if uniform_yaw else None, start=start)
+        self.batches_per_epoch = len(self.sampler.epoch_batches(0))
         extra = {}
         if workers > 0:
             # spawn, not fork: the parent may hold numba/OpenMP/OIIO threads, which fork breaks
             extra = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2,
                          worker_init_fn=_worker_init)
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+        # its own generator for the workers' base seed: the global torch RNG (lr dropout's, saved
+        # for a resume) is then not drawn from when the stream starts, which a resume does later
+        generator = torch.Generator().manual_seed(int(seed) & _MASK64)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers, generator=generator,
                                  pin_memory=pin_memory, collate_fn=collate_half, **extra)
         self._it = None
         self._closed = False
         self.epoch: int | None = None
         self.indices: np.ndarray | None = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.sampler.epoch_batches(0))
+        self.position = self.sampler.start
 
     def __iter__(self) -> "Batches":
         return self
@@ -516,7 +528,8 @@ class Batches:
                 raise StopIteration
             self._it = iter(self.loader)
         batch = next(self._it)
-        self.epoch, self.indices = self.sampler.issued.popleft()
+        self.epoch, k, self.indices = self.sampler.issued.popleft()
+        self.position = (self.epoch, k + 1) if k + 1 < self.batches_per_epoch else (self.epoch + 1, 0)
         return batch
 
     def close(self) -> None:
@@ -557,16 +570,18 @@ def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
 
 def make_loader(dataset: FaceSamples, batch: int, *, workers: int = 2, uniform_yaw: bool = False, seed: int = 0,
                 pin_memory: bool = False, distributed: tuple[int, int] | None = None,
-                start_epoch: int = 0) -> Batches:
+                start: tuple[int, int] = (0, 0)) -> Batches:
     """An endless iterator of batches of `batch` samples (per rank) from `dataset`.
 
     One DataLoader is iterated forever over an endless batch sampler whose epoch counter
-    goes into every sample's seed, so there is no pause between epochs and a resumed run
-    (`start_epoch`) continues the same stream. workers > 0: spawned worker processes
-    (persistent, prefetch 2 batches each). uniform_yaw: faces drawn with `yaw_weights`.
+    goes into every sample's seed, so there is no pause between epochs, and a resumed run
+    given the saved `position` as `start` continues the very same stream (each rank its own
+    shard: the ranks move in step, so one position serves them all). workers > 0: spawned
+    worker processes (persistent, prefetch 2 batches each). uniform_yaw: faces drawn with
+    `yaw_weights`.
     distributed=(rank, world): this rank's disjoint shard of every epoch (same seed on all
     ranks; with uniform_yaw the shards are disjoint draws, which may pick the same face). The
     same seeds give the same batches whatever `workers` is.
     """
     return Batches(dataset, batch, workers=workers, uniform_yaw=uniform_yaw, seed=seed, pin_memory=pin_memory,
-                   distributed=distributed, start_epoch=start_epoch)
+                   distributed=distributed, start=start)

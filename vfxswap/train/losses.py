@@ -6,7 +6,9 @@ scales it also weighs broad shapes (jaw line, cheek shading), not only 11-px det
 are restricted to the face mask, so background the decoder never has to reproduce does not
 compete for capacity, and they are weighted by the eye/mouth priority map from `data.py`.
 
-Conventions: images (N, C, H, W) in the model encoding (about 0..1, so SSIM's data range is 1);
+Conventions: images (N, C, H, W) in the model encoding (about 0..1); the reconstruction term
+compares them in a display-like encoding (`display_like`, 0..1 for display-range values, so
+SSIM's data range is 1);
 masks and weight maps (N, 1, H, W), broadcast over channels. Every function works on any device,
 computes in float32 even inside a bf16 autocast region (SSIM's variances are differences of
 nearly equal means, which bf16's 8-bit mantissa destroys), never writes to its inputs, returns a
@@ -21,7 +23,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dssim", "gan_loss_d", "gan_loss_g", "mask_loss", "masked_mse", "ms_dssim", "reconstruction_loss",
+__all__ = ["display_like", "dssim", "gan_loss_d", "gan_loss_g", "mask_loss", "masked_mse", "ms_dssim", "reconstruction_loss",
            "ssim", "ssim_map", "total_variation"]
 
 K1, K2 = 0.01, 0.03  # SSIM stabilisers: C1 = (K1 * L)^2, C2 = (K2 * L)^2 for data range L
@@ -157,11 +159,29 @@ def masked_mse(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = 
         return _weighted_mean((x.float() - y.float()).square(), weights)
 
 
+def display_like(x: torch.Tensor) -> torch.Tensor:
+    """Model encoding (normalised ACEScct) -> a display-like encoding (the sRGB curve on the linear
+    values, no gamut change, open above 1), where the losses compare faces.
+
+    Why: ACEScct spends its code values on 16+ stops, so a face's mid-tones are squeezed ~2.5x
+    against a display encoding; in it a 3x3 blur of skin costs ~4x less DSSIM and ~6x less MSE
+    than a viewer would judge (measured: tests/test_losses.py), and faces train soft. The input is
+    clamped to -1..2 first (beyond that the network's sigmoid output cannot go anyway), so exp2
+    cannot overflow; the sRGB toe keeps a finite slope at 0 and below."""
+    from vfxswap.color.constants import CCT_LIN_OFFSET, CCT_LIN_SLOPE, CCT_LOG_CUT, NORM_SCALE
+
+    cct = x.float().clamp(-1.0, 2.0) / NORM_SCALE + CCT_LIN_OFFSET
+    lin = torch.where(cct <= CCT_LOG_CUT, (cct - CCT_LIN_OFFSET) / CCT_LIN_SLOPE,
+                      torch.exp2(cct.clamp_min(CCT_LOG_CUT) * 17.52 - 9.72))
+    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                         weights: torch.Tensor | None = None, *, dssim_weight: float = 10.0,
                         mse_weight: float = 10.0) -> torch.Tensor:
     """The face reconstruction term -> scalar:
-    `dssim_weight * ms_dssim(pred, target, w) + mse_weight * masked_mse(pred, target, w)`
+    `dssim_weight * ms_dssim(P, T, w) + mse_weight * masked_mse(P, T, w)` on P, T = pred and
+    target in the display-like encoding (`display_like`: errors weighed as a viewer sees them),
     with the weight map w = mask * weights (weights: the eye/mouth priority map, 1 elsewhere).
 
     The mask is used as given (the sample's hull mask after augmentation): outside it the
@@ -169,7 +189,9 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Te
     term holds overall colour and brightness, which SSIM is insensitive to.
     """
     w = mask.float() if weights is None else mask.float() * weights.float()
-    return dssim_weight * ms_dssim(pred, target, w) + mse_weight * masked_mse(pred, target, w)
+    with _full_precision(pred.device):
+        p, t = display_like(pred), display_like(target)
+        return dssim_weight * ms_dssim(p, t, w) + mse_weight * masked_mse(p, t, w)
 
 
 def mask_loss(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

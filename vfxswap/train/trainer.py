@@ -223,23 +223,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # every shape is static: time the conv algorithms once
 
-        # --- data ----------------------------------------------------------------------------
-        from vfxswap.train.data import FaceSamples, default_workers, make_loader
-
-        if o.workers is None:
-            o.workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-        res = self.config.resolution
-        shard = (self.rank, self.world) if self.world > 1 else None
-        self.data = {}
-        for ident, folder in (("A", o.src), ("B", o.dst)):
-            ds = FaceSamples(folder, res, face_type=self.config.face_type, flip=o.flip, seed=o.seed,
-                             eyes_mouth_weight=o.eyes_mouth_weight)
-            self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
-                                           seed=o.seed * 1_000_003 + self.iteration + (ident == "B"),
-                                           pin_memory=self.device.type == "cuda", distributed=shard)
-        self.preview_batch = {ident: self._fixed_faces(folder, res) for ident, folder in (("A", o.src), ("B", o.dst))}
-
-        # --- optimiser, optional discriminator, DDP, compile ---------------------------------
+        # --- optimiser, optional discriminator, and a resume's training state ----------------
         # fused on every device: one kernel for all parameters (on CPU 3x the foreach update), and
         # the only kind that can skip a non-finite step without the host waiting (guarded_update)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # --freeze leaves some out
@@ -253,14 +237,40 @@ class Trainer:
 
             self.disc = PatchDiscriminator().to(self.device)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=o.lr, betas=(0.5, 0.999), fused=True)
+        self.lr_scale = 1.0  # halved by each roll-back (see lr_at)
+        progress = {}
         if self.resuming:
             rng = checkpoint.load_training_state(self.folder, self.model, self.optimizer, device=self.device)
             if self.disc is not None:
                 disc = store.load_extra_tensors(self.folder, "disc.", device=self.device)
                 if disc:
                     self.disc.load_state_dict({k[len("disc."):]: v for k, v in disc.items()})
+            progress = rng.pop(checkpoint.PROGRESS, {})
+            self.lr_scale = float(progress.get("lr_scale", 1.0))
             if rng:
                 checkpoint.restore_rng(rng)
+
+        # --- data ----------------------------------------------------------------------------
+        from vfxswap.train.data import FaceSamples, default_workers, make_loader
+
+        if o.workers is None:
+            o.workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        res = self.config.resolution
+        shard = (self.rank, self.world) if self.world > 1 else None
+        self.data = {}
+        # Each stream's seed does not depend on the iteration: a resume continues it at its saved
+        # position (a save from before positions were kept starts it over).
+        position = progress.get("data", {})
+        for ident, folder, flip in (("A", o.src, o.flip_src), ("B", o.dst, o.flip_dst)):
+            ds = FaceSamples(folder, res, face_type=self.config.face_type, flip=flip, warp=o.warp, seed=o.seed,
+                             eyes_mouth_weight=o.eyes_mouth_weight)
+            self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
+                                           seed=o.seed * 1_000_003 + (ident == "B"),
+                                           pin_memory=self.device.type == "cuda", distributed=shard,
+                                           start=tuple(position.get(ident, (0, 0))))
+        self.preview_batch = {ident: self._fixed_faces(folder, res) for ident, folder in (("A", o.src), ("B", o.dst))}
+
+        # --- DDP, compile ------------------------------------------------------------------------
         self.pair: nn.Module = Pair(self.model)
         if self.world > 1 and self.disc is not None:
             # DDP wraps the generator only (the discriminator runs three times a step, which DDP's
@@ -306,7 +316,7 @@ class Trainer:
             raise VfxSwapError("--release-ref is required: the performers' release reference is recorded verbatim "
                                "in the model and in every file it renders")
         with_name = lambda k, f: {"name": names.get(k) or Path(f).name, "faceset": str(Path(f).resolve()),
-                                   "release_ref": refs[k]}
+                                   "release_ref": refs[k], **_faceset_record(f)}
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return {"format": "vfxswap-model", "format_version": 1, "vfxswap": __version__, "model_id": uuid.uuid4().hex,
                 "config": config.to_dict(), "identities": {"A": with_name("A", self.opt.src),
@@ -323,7 +333,10 @@ class Trainer:
         return torch.stack([ds[int(i)]["target"] for i in idx])
 
     def lr_at(self, it: int) -> float:
-        return self.opt.lr * min(1.0, (it + 1) / max(1, self.opt.warmup))
+        """Step `it`'s learning rate: --lr times the roll-backs' factor (`lr_scale`), warmed up. The
+        factor is saved with the training state, so a resume keeps it, and a --lr given on resume is
+        scaled by it too: a rate lowered because the model diverged stays lowered."""
+        return self.opt.lr * self.lr_scale * min(1.0, (it + 1) / max(1, self.opt.warmup))
 
     def _to(self, batch: dict) -> dict:
         """A loader batch on the device, widened to float32 there (it travels as float16);
@@ -356,11 +369,11 @@ class Trainer:
             # a copy: load_state_dict adopts the tensors it is given, and training would then
             # change the snapshot that a second roll-back returns to
             optimizer.load_state_dict(copy.deepcopy(opt_state))
-        self.opt.lr *= 0.5
-        log.warning("iteration %d: %s; rolled back to iteration %d and lowered lr to %.3g",
-                    self.iteration, why, it, self.opt.lr)
+        self.lr_scale *= 0.5
+        lr = self.opt.lr * self.lr_scale
+        log.warning("iteration %d: %s; rolled back to iteration %d and lowered lr to %.3g", self.iteration, why, it, lr)
         self.iteration = it
-        self._history({"event": "rollback", "reason": why, "lr": self.opt.lr})
+        self._history({"event": "rollback", "reason": why, "lr": lr})
 
     # --- one step ------------------------------------------------------------------------------
 
@@ -543,11 +556,15 @@ class Trainer:
         self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         train = {k: v for k, v in asdict(self.opt).items()
                  if k not in ("release_ref", "release_ref_src", "release_ref_dst", "name_src", "name_dst", "quiet")}
-        self.manifest["train"] = {**train, "world_size": self.world, "device": str(self.device), "bf16": self.bf16}
+        self.manifest["train"] = {**train, "lr_scale": self.lr_scale, "world_size": self.world,
+                                  "device": str(self.device), "bf16": self.bf16}
         if getattr(self, "ranks_identical", None) is not None:
             self.manifest["train"]["ranks_identical"] = self.ranks_identical
         extra = {f"disc.{k}": v for k, v in self.disc.state_dict().items()} if self.disc is not None else None
-        store.save_model(self.folder, self.model, self.manifest, optimizer=self.optimizer, rng=checkpoint.rng_state(),
+        # what else an exact resume needs; the ranks step together, so rank 0's positions are every rank's
+        progress = {"lr_scale": self.lr_scale, "data": {k: list(v.position) for k, v in self.data.items()}}
+        store.save_model(self.folder, self.model, self.manifest, optimizer=self.optimizer,
+                         rng={**checkpoint.rng_state(), checkpoint.PROGRESS: progress},
                          extra_tensors=extra, keep_backups=self.opt.keep_backups)
         self._last_save = time.time()
 
@@ -604,6 +621,26 @@ class Trainer:
             log.warning("--tensorboard: the tensorboard package is not installed; logging to history.jsonl only")
             return None
         return SummaryWriter(str(self.folder / "tensorboard"))
+
+
+def _faceset_record(folder: str) -> dict:
+    """What a render needs to know of an identity's faceset without it at hand (on a farm node):
+    the size its faces were cut at (the render cuts its input the same way) and the identity's
+    mean embedding (the faces a render replaces by default are those near B's)."""
+    from vfxswap.faces.identity import mean_embedding
+    from vfxswap.faceset.store import Faceset
+
+    try:
+        with Faceset(folder) as fs:
+            rows = fs.faces(include_excluded=False)
+    except VfxSwapError:
+        return {}  # no faceset there: the data loader says so, in its own words
+    sizes = [int(r.size) for r in rows if r.size]
+    embeddings = [r.embedding for r in rows if r.embedding is not None]
+    record = {"faceset_size": max(set(sizes), key=sizes.count) if sizes else None}
+    if embeddings:
+        record["embedding"] = [round(float(v), 6) for v in mean_embedding(embeddings)]
+    return record
 
 
 def train(options: TrainOptions) -> int:

@@ -159,21 +159,27 @@ def masked_mse(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = 
         return _weighted_mean((x.float() - y.float()).square(), weights)
 
 
+_SRGB_SLOPE_PER_STOP = 1.055 / 2.4 * 0.6931471805599453  # the sRGB curve's slope at white, per stop
+
+
 def display_like(x: torch.Tensor) -> torch.Tensor:
-    """Model encoding (normalised ACEScct) -> a display-like encoding (the sRGB curve on the linear
-    values, no gamut change, open above 1), where the losses compare faces.
+    """Model encoding (normalised ACEScct) -> a display-like encoding, where the losses compare
+    faces: the sRGB curve on the linear values up to white (no gamut change), and above white a
+    shoulder that goes on at the curve's slope there per stop (a highlight 8 stops over is 3.4).
 
     Why: ACEScct spends its code values on 16+ stops, so a face's mid-tones are squeezed ~2.5x
-    against a display encoding; in it a 3x3 blur of skin costs ~4x less DSSIM and ~6x less MSE
-    than a viewer would judge (measured: tests/test_losses.py), and faces train soft. The input is
-    clamped to -1..2 first (beyond that the network's sigmoid output cannot go anyway), so exp2
-    cannot overflow; the sRGB toe keeps a finite slope at 0 and below."""
+    against a display encoding; in it a 3x3 blur of skin costs less than half the DSSIM + MSE a
+    viewer would judge (tests/test_losses_preview.py), and faces train soft. The shoulder keeps
+    highlights ordered without letting the sRGB power curve, unbounded above white, weigh them
+    tens of times over the face. The input is clamped to -1..2 first, so exp2 cannot overflow;
+    the sRGB toe keeps a finite slope at 0 and below."""
     from vfxswap.color.constants import CCT_LIN_OFFSET, CCT_LIN_SLOPE, CCT_LOG_CUT, NORM_SCALE
 
     cct = x.float().clamp(-1.0, 2.0) / NORM_SCALE + CCT_LIN_OFFSET
     lin = torch.where(cct <= CCT_LOG_CUT, (cct - CCT_LIN_OFFSET) / CCT_LIN_SLOPE,
                       torch.exp2(cct.clamp_min(CCT_LOG_CUT) * 17.52 - 9.72))
-    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+    srgb = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp(0.0031308, 1.0) ** (1 / 2.4) - 0.055)
+    return torch.where(lin > 1.0, 1.0 + _SRGB_SLOPE_PER_STOP * torch.log2(lin.clamp_min(1.0)), srgb)
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

@@ -11,8 +11,8 @@ One sample is one aligned face, resized to the model resolution R, as a dict of 
 Why the warp goes on the input only: an autoencoder trained on identical input and target
 can learn to copy pixels; a smooth random warp of the input makes it rebuild the face from
 what it understood of it, which is what a swap needs. Its strength is DeepFaceLab's (a random
-3, 5 or 9 node grid, interior nodes moved by Normal(0, (0.24 cell)^2)): a weaker warp lets the
-model get away with copying. Why everything else (affine, flip, colour) goes on both: those are
+3, 5 or 9 node grid whose interior nodes move by a normal offset; see `WARP_SIGMA`): a weaker
+warp lets the model get away with copying. Why everything else (affine, flip, colour) goes on both: those are
 new views of the same face, and the model must reproduce the view (and the colour) it is given.
 
 Pixels are float32 throughout, in the model encoding (normalised ACEScct, roughly 0..1 but

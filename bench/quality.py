@@ -19,6 +19,8 @@ Figures (in the display encoding, the plate's OCIO view, where a viewer judges t
                      share of frames closer to A than to B
   flicker            frame-to-frame change of the comp inside the alpha (max of both frames) over
                      the plate's own change there: 1 = the face changes as the plate does
+  forehead darkening B->A: how much darker the comp is than the plate inside the alpha above the
+                     brows (display luma, 0..1): A's fringe drawn over B's bare forehead
   crop jitter        speech (bbaf2n, A->A): RMS frame-to-frame motion of the aligned crop's corners
                      in plate pixels, as % of the crop's side (from the layers' vfxswap:alignment)
   crop vs rigid      how far the crop moves against a fit on the eyes and nose bridge alone (points
@@ -133,6 +135,23 @@ def flicker(frames: list[dict]) -> float:
         num += float((np.abs(b["comp"] - a["comp"]) * w).sum())
         den += float((np.abs(b["plate"] - a["plate"]) * w).sum())
     return num / max(den, 1e-12)
+
+
+def forehead_darkening(frames: list[dict], rows) -> float:
+    """Mean darkening of the comp against the plate (display luma, 0..1) inside the alpha above
+    the brows: where A's fringe, drawn over B's bare forehead, shows as dark streaks."""
+    by_frame = {r.frame: r for r in rows if r.landmarks is not None}
+    num = den = 0.0
+    for f, fr in frames:
+        if f not in by_frame:
+            continue
+        brow = float(by_frame[f].landmarks[17:27, 1].min())
+        a = fr["alpha"].copy()
+        a[int(np.ceil(brow)):] = 0.0
+        dark = np.clip((fr["plate"] - fr["comp"]).mean(2), 0.0, None)
+        num += float((dark * a).sum())
+        den += float(a.sum())
+    return num / max(den, 1e-9)
 
 
 def crop_corners(matrix: np.ndarray, size: int) -> np.ndarray:
@@ -264,6 +283,7 @@ def main(argv=None) -> dict:
         t = produce(a, work, iters, a_stills, a_held, b_movie)
     model = work / "model"
     manifest = json.loads((model / "manifest.json").read_text())
+    iters = int(manifest["iteration"])  # what the model was trained to (--measure-only: whatever that was)
     size, face_type = manifest["config"]["resolution"], manifest["config"]["face_type"]
     history = [json.loads(line) for line in (model / "history.jsonl").read_text().splitlines() if line.strip()]
     rates = [h["samples_per_s"] for h in history if "samples_per_s" in h]
@@ -282,6 +302,7 @@ def main(argv=None) -> dict:
         "AA_alpha_px": float(np.mean(scores[:, 2])), "AA_frames": len(aa_frames),
         **identity(ba, ba_frames, faceset_rows(work / "B_held"), faceset_rows(work / "A"), faceset_rows(work / "B")),
         "flicker_BA": flicker(ba_frames), "flicker_AA": flicker(aa_frames), **stability,
+        "forehead_darkening_BA": forehead_darkening(list(zip(ba.frames, ba_frames)), faceset_rows(work / "B_held")),
         "samples_per_s": float(rates[-1]) if rates else float("nan"),
         "seconds": {k: round(v, 1) for k, v in t.items()}, "work": str(work),
     }
@@ -297,6 +318,7 @@ def main(argv=None) -> dict:
              ("B->A mean dA / dB", f"{report['dA']:.3f} / {report['dB']:.3f}", "{}"),
              ("flicker B->A (comp/plate change)", report["flicker_BA"], "{:.3f}"),
              ("flicker A->A", report["flicker_AA"], "{:.3f}"),
+             ("B->A forehead darkening (display, in alpha)", report["forehead_darkening_BA"], "{:.4f}"),
              ("crop jitter on speech (% of side)", report["crop_jitter_pct"], "{:.3f}"),
              ("crop vs rigid fit on speech (% of side)", report["crop_vs_rigid_pct"], "{:.3f}"),
              ("training samples/s", report["samples_per_s"], "{:.1f}"),

@@ -23,9 +23,10 @@ Figures (in the display encoding, the plate's OCIO view, where a viewer judges t
                      brows (display luma, 0..1): A's fringe drawn over B's bare forehead
   crop jitter        speech (bbaf2n, A->A): RMS frame-to-frame motion of the aligned crop's corners
                      in plate pixels, as % of the crop's side (from the layers' vfxswap:alignment)
-  crop vs rigid      how far the crop moves against a fit on the eyes and nose bridge alone (points
-                     the mouth does not move): RMS over frames of the corners' deviation from their
-                     mean offset, % of the side; speech moving the crop shows here, head motion not
+  crop vs rigid      how far the crop moves against a fit on the points fixed to the skull alone (nose
+                     bridge and tip, eye corners; not the eyelids, which blink): RMS over frames of
+                     the corners' deviation from their mean offset, % of the side; speech and
+                     expression moving the crop show here, head motion does not
   samples/s          training throughput from the model's history.jsonl
 A contact sheet (plate | comp | alpha, four frames of each render) is written beside the report:
 look at it. Exits 0 whatever the figures; it is a report.
@@ -49,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = {"short": 300, "long": 1500}  # training iterations (quick preset, batch 8)
 B_TRAIN, B_HELD = "1001-1050", "1051-1075"
 RELEASE = "GRID corpus speakers, CC BY 4.0 (Cooke et al. 2006); benchmark only"
-RIGID = np.r_[27:31, 36:48]  # nose bridge and eyes: the points speech does not move
+RIGID = np.r_[27:31, 33, 36, 39, 42, 45]  # nose bridge and tip, eye corners: fixed to the skull
 
 
 def run(cmd: list[str], log: Path) -> float:

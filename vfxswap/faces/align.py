@@ -65,13 +65,14 @@ MIRROR_68 = np.array(
     + [64, 63, 62, 61, 60, 67, 66, 65],                      # inner lips
     np.intp)
 
-# Points the fit uses: brows, nose, eyes and the two mouth corners (17-48, 54). The jaw line
-# (0-16) is left out: it is the least repeatable contour, it slides along the cheek as the head
-# turns, and on a profile the detector guesses half of it. The lips (49-53, 55-67) are left out
-# too: they move with every syllable, and 18 moving points among 51 made the crop's position
-# and scale breathe as the actor spoke (bench/quality.py, "crop vs rigid"); the corners still pin
-# the mouth's place in the crop.
-ALIGN_POINTS = np.r_[17:49, 54]
+# Points the fit uses: nose (27-35), eyes (36-47) and the two mouth corners (48, 54). The jaw
+# line (0-16) is left out: it is the least repeatable contour, it slides along the cheek as the
+# head turns, and on a profile the detector guesses half of it. So are the lips, which move with
+# every syllable, and the brows, which rise and fall with the voice: measured on a GRID speaker
+# (bench/quality.py, "crop vs rigid"), fitting all 51 inner points made the crop drift by 1.0% of
+# its side against the skull, lips dropped 0.8%, lips and brows dropped 0.4%. The corners still
+# pin the mouth's place in the crop.
+ALIGN_POINTS = np.r_[27:49, 54]
 
 
 def _face_type(name: str) -> FaceType:
@@ -130,7 +131,7 @@ def alignment_matrix(landmarks: np.ndarray, size: int, face_type: str = "full") 
     """(2, 3) float64 matrix taking plate pixels to the `size` aligned crop of `face_type`.
 
     landmarks: (68, 2) iBUG points in plate pixels (pixel centres at integers). Fitted on the
-    brows, eyes, nose and mouth corners (`ALIGN_POINTS`), not the jaw line or the moving lips.
+    nose, eyes and mouth corners (`ALIGN_POINTS`), not the jaw line, the lips or the brows.
     """
     pts = np.asarray(landmarks, np.float64)
     if pts.shape != (68, 2):

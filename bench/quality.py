@@ -297,7 +297,7 @@ def main(argv=None) -> dict:
     stability = crop_stability([fr["matrices"][0] for _, fr in speech], [rows_aa[f].landmarks for f, _ in speech],
                                size, face_type)
     report = {
-        "commit": commit(), "budget": a.budget, "iters": iters, "seed": a.seed, "model": f"{manifest['config']['arch']} "
+        "commit": commit(), "budget": "measured again" if a.measure_only else a.budget, "iters": iters, "seed": a.seed, "model": f"{manifest['config']['arch']} "
         f"{size} px {face_type}", "train_args": a.train_args, "render_args": a.render_args,
         "AA_psnr_db": float(np.nanmean(scores[:, 0])), "AA_ssim": float(np.nanmean(scores[:, 1])),
         "AA_alpha_px": float(np.mean(scores[:, 2])), "AA_frames": len(aa_frames),

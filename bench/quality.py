@@ -309,7 +309,7 @@ def main(argv=None) -> dict:
     }
     contact_sheet(work / "contact_sheet.png", [("A->A", aa_frames), ("B->A", ba_frames)])
     report["contact_sheet"] = str(work / "contact_sheet.png")
-    print(f"bench/quality.py  commit {report['commit']}  budget {a.budget} ({iters} iters)  seed {a.seed}  "
+    print(f"bench/quality.py  commit {report['commit']}  budget {report['budget']} ({iters} iters)  seed {a.seed}  "
           f"model {report['model']}")
     lines = [("A->A held-out PSNR (dB, display, in alpha)", report["AA_psnr_db"], "{:.2f}"),
              ("A->A held-out SSIM", report["AA_ssim"], "{:.4f}"),

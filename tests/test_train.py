@@ -493,7 +493,8 @@ def _render_b_as_a(shared_data, model_dir, tmp_path):
         write_image(tmp_path / "hdr" / "m.1001.exr", hot)
         extract(str(tmp_path / "hdr" / "m.####.exr"), str(tmp_path / "hdr_faces"), ExtractOptions(detector="dlib", landmarker="dlib", size=96))
         render(RenderOptions(model=str(model_dir), plates=str(tmp_path / "hdr" / "m.####.exr"),
-                             faceset=str(tmp_path / "hdr_faces"), out=str(tmp_path / "hdr_render")))
+                             faceset=str(tmp_path / "hdr_faces"), out=str(tmp_path / "hdr_render"),
+                             all_faces=True))  # she is not the model's B: asked for by name
         face = read_image(tmp_path / "hdr_render" / "face.1001.exr").on_display_window()
         core = face[..., 3] > 0.99
         plate_peak = float(hot.pixels[..., :3][core].max())

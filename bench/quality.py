@@ -1,8 +1,9 @@
 """Swap quality: train on real speakers for a fixed budget and seed, render held-out footage
 through the real CLI, and measure the face itself.
 
-Run:  python bench/quality.py [--budget short|long] [--iters N] [--seed 0] [--work DIR]
+Run:  python bench/quality.py [--budget short|long] [--iters N] [--sharpen N] [--seed 0] [--work DIR]
                               [--data ../shared/data] [--json out.json] [--train-args "..."]
+                              [--faces-from DIR] [--measure-only]
 
 Material (../shared/data, CC BY 4.0 GRID corpus):
   A = speaker s1: the 90 stills of identities/A_grid_s1 (training), and videos/grid/bbaf2n.mpg,
@@ -238,17 +239,26 @@ def produce(a, work: Path, iters: int, a_stills: Path, a_held: Path, b_movie: Pa
 
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    t: dict[str, float] = {}
-    t["extract"] = sum([
-        run(["extract", str(a_stills), "--out", str(work / "A")], work / "extract_A.log"),
-        run(["extract", str(b_movie), "--out", str(work / "B"), "--frames", B_TRAIN], work / "extract_B.log"),
-        run(["extract", str(a_held), "--out", str(work / "A_held")], work / "extract_A_held.log"),
-        run(["extract", str(b_movie), "--out", str(work / "B_held"), "--frames", B_HELD], work / "extract_B_held.log"),
-    ])
+    t: dict[str, float] = {"extract": 0.0}
+    if a.faces_from:  # training/render ablations: the same facesets, copied, not extracted again
+        import shutil
+
+        for name in ("A", "B", "A_held", "B_held"):
+            shutil.copytree(a.faces_from / name, work / name)
+    else:
+        t["extract"] = sum([
+            run(["extract", str(a_stills), "--out", str(work / "A")], work / "extract_A.log"),
+            run(["extract", str(b_movie), "--out", str(work / "B"), "--frames", B_TRAIN], work / "extract_B.log"),
+            run(["extract", str(a_held), "--out", str(work / "A_held")], work / "extract_A_held.log"),
+            run(["extract", str(b_movie), "--out", str(work / "B_held"), "--frames", B_HELD], work / "extract_B_held.log"),
+        ])
     model = work / "model"
-    t["train"] = run(["train", "--src", str(work / "A"), "--dst", str(work / "B"), "--model", str(model),
-                      "--iters", str(iters), "--seed", str(a.seed), "--release-ref", RELEASE,
-                      "--preview-every", str(max(iters, 1)), *shlex.split(a.train_args)], work / "train.log")
+    common = ["--src", str(work / "A"), "--dst", str(work / "B"), "--model", str(model), "--seed", str(a.seed),
+              "--release-ref", RELEASE, "--preview-every", str(max(iters, 1)), *shlex.split(a.train_args)]
+    warped = iters - a.sharpen
+    t["train"] = run(["train", "--iters", str(warped), *common], work / "train.log")
+    if a.sharpen:  # DeepFaceLab's recipe: the last iterations resumed without the random warp
+        t["train"] += run(["train", "--iters", str(iters), "--resume", "--no-warp", *common], work / "train_sharpen.log")
     extra = shlex.split(a.render_args)
     # A's own footage is not the model's identity B: the render is asked for every face
     every = ["--all-faces"] if "--all-faces" in subprocess.check_output(
@@ -265,11 +275,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="short")
     ap.add_argument("--iters", type=int, help="training iterations (default: the budget's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sharpen", type=int, default=0, help="train the last N of the iterations without the random "
+                    "warp (resumed with --no-warp: DeepFaceLab's sharpening phase); default 0: warp throughout")
     ap.add_argument("--work", type=Path, help="work folder (default: /tmp/vfxswap-quality-<budget>); emptied first")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("VFXSWAP_SHARED_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--train-args", default="", help="extra `vfxswap train` options, e.g. \"--batch 16\"")
     ap.add_argument("--render-args", default="", help="extra `vfxswap render` options, e.g. \"--color none\"")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--faces-from", type=Path, help="copy the four facesets from this earlier --work folder instead of "
+                    "extracting (for training and render variants; not after an extraction or alignment change)")
     ap.add_argument("--measure-only", action="store_true", help="measure a finished --work folder again")
     a = ap.parse_args(argv)
     iters = a.iters or BUDGETS[a.budget]
@@ -297,8 +311,8 @@ def main(argv=None) -> dict:
     stability = crop_stability([fr["matrices"][0] for _, fr in speech], [rows_aa[f].landmarks for f, _ in speech],
                                size, face_type)
     report = {
-        "commit": commit(), "budget": "measured again" if a.measure_only else a.budget, "iters": iters, "seed": a.seed, "model": f"{manifest['config']['arch']} "
-        f"{size} px {face_type}", "train_args": a.train_args, "render_args": a.render_args,
+        "commit": commit(), "budget": "measured again" if a.measure_only else a.budget, "iters": iters, "seed": a.seed,
+        "sharpen": a.sharpen, "model": f"{manifest['config']['arch']} {size} px {face_type}", "train_args": a.train_args, "render_args": a.render_args,
         "AA_psnr_db": float(np.nanmean(scores[:, 0])), "AA_ssim": float(np.nanmean(scores[:, 1])),
         "AA_alpha_px": float(np.mean(scores[:, 2])), "AA_frames": len(aa_frames),
         **identity(ba, ba_frames, faceset_rows(work / "B_held"), faceset_rows(work / "A"), faceset_rows(work / "B")),
@@ -309,8 +323,9 @@ def main(argv=None) -> dict:
     }
     contact_sheet(work / "contact_sheet.png", [("A->A", aa_frames), ("B->A", ba_frames)])
     report["contact_sheet"] = str(work / "contact_sheet.png")
-    print(f"bench/quality.py  commit {report['commit']}  budget {report['budget']} ({iters} iters)  seed {a.seed}  "
-          f"model {report['model']}")
+    print(f"bench/quality.py  commit {report['commit']}  budget {report['budget']} ({iters} iters"
+          f"{f', the last {a.sharpen} without warp' if a.sharpen else ''})  seed {a.seed}  model {report['model']}"
+          f"{'  train: ' + a.train_args if a.train_args else ''}{'  render: ' + a.render_args if a.render_args else ''}")
     lines = [("A->A held-out PSNR (dB, display, in alpha)", report["AA_psnr_db"], "{:.2f}"),
              ("A->A held-out SSIM", report["AA_ssim"], "{:.4f}"),
              ("A->A mean alpha area (px)", report["AA_alpha_px"], "{:.0f}"),

@@ -23,7 +23,8 @@ renderer predicted ahead for the colour match's pooling are then dropped from it
 timed run does all of its own work); then one run() over all N frames. fps = N / wall of that run().
 Stages (ms/frame, wall time per stage / N): render.py is not edited; the functions it calls are
 wrapped by name for the timed run (and restored after), whatever of them exists:
-  plate read        vfxswap.render.render.read_image
+  plate read        vfxswap.render.render.read_info (the header) and read_image (only the rows the
+                    faces' crops need; the header alone for a frame without a face)
   colour to model   ColorPipeline.to_model (and to_model_torch)
   crop in           align.cut_face / resize_crop, or align.warp_exact / warp_to_aligned before the
                     face's predict
@@ -35,14 +36,16 @@ wrapped by name for the timed run (and restored after), whatever of them exists:
   colour from model ColorPipeline.from_model (and from_model_torch)
   layer build       Renderer._layer (full-frame RGBA concat, data-window cut, header, provenance)
   layer write       vfxswap.render.render.write_image
-  other             wall minus the sum: landmarks -> matrix, full-frame accumulators, the over,
-                    run()'s own bookkeeping (orphan scan, events, manifest)
+  other             wall minus the sum: landmarks -> matrix (Renderer._cut_region: the rows to read),
+                    the face-box accumulators, the matte's reach (_reach), the over, run()'s own
+                    bookkeeping (orphan scan, events, manifest)
 Only the outermost wrapped call is timed (cut_face calling warp_exact counts once, as crop in);
 a call in another thread counts in full, so with threads the stages could add up to more than
 the wall and `other` go negative.
-`bare predict`: the renderer's predictor alone on one face, median of 7, with torch's threads as
-in the render and with 1 thread, interleaved (2 threads on 2 shared cores wait for each other
-at every op when another job holds a core: compare with the in-render figure).
+`bare predict`: the renderer's predictor alone on one face, median of 7, with the intra-op threads
+it renders with (ModelPredictor.threads, set per call), with 1 thread and with the process's
+torch count, interleaved (2 threads on 2 shared cores wait for each other at every op when
+another job holds a core: compare with the in-render figure).
 Baseline, same process, same frames, timed the same way (one warm-up frame, then all N): plain
 plate I/O, read_image(plate) + write_image(the plate's RGBA as a half ZIP EXR of the plate's size)
 per frame, run before and after the render (their mean is the baseline; both are in --json). It
@@ -282,7 +285,8 @@ def instrument(renderer) -> Stages:
 
     st = Stages()
     warp = lambda: "warp back" if st._phase() else "crop in"
-    st.wrap(rmod, "read_image", "plate read", resets=True)
+    for name in ("read_info", "read_image"):  # the header (the rows are chosen from it), then the rows
+        st.wrap(rmod, name, "plate read", resets=True)
     for name in ("to_model", "to_model_torch"):
         st.wrap(ColorPipeline, name, "colour to model", resets=True)
     for name in ("from_model", "from_model_torch"):
@@ -335,23 +339,31 @@ def io_pass(plates: str, n: int, out: Path) -> dict:
 
 
 def bare_predict(predict, repeats: int = 7) -> dict[str, float]:
-    """Median time of the renderer's own predictor on one (1, R, R, 3) face, alone, with torch's
-    threads as the render ran it and with 1 thread (interleaved): how much of `model predict` is
-    the network and how much its threads waiting for cores other jobs hold."""
+    """Median time of the renderer's own predictor on one (1, R, R, 3) face, alone, with the
+    intra-op threads it renders with (its `threads`, else torch's count), with 1 thread and with
+    the process's count, interleaved: how much of `model predict` is the network and how much
+    its threads waiting for cores other jobs hold."""
     import torch
 
     x = np.random.default_rng(0).random((1, predict.resolution, predict.resolution, 3), np.float32)
-    threads = torch.get_num_threads()
-    times = {f"{threads} threads": [], "1 thread": []}
+    process = torch.get_num_threads()
+    own = getattr(predict, "threads", None)
+    counts = {f"{own or process} threads (as rendered)": own or process, "1 thread": 1,
+              f"{process} threads (the process's)": process}
+    times = {k: [] for k in counts}
     try:
         for _ in range(repeats + 1):
-            for key, count in ((f"{threads} threads", threads), ("1 thread", 1)):
+            for key, count in counts.items():
                 torch.set_num_threads(count)
+                if own is not None:
+                    predict.threads = count
                 t0 = now()
                 predict(x)
                 times[key].append(now() - t0)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(process)
+        if own is not None:
+            predict.threads = own
     return {k: float(np.median(v[1:])) for k, v in times.items()}
 
 

@@ -53,6 +53,27 @@ def test_all_half_values_round_trip_bit_exact(shared_file, tmp_path):
     assert np.isinf(as_float.pixels).sum() == np.isinf(image.pixels).sum()
 
 
+def test_half_narrowing_and_widening_are_ieee_bit_for_bit(tmp_path, rng):
+    """Half files are written from float32 and read as float32 through our own (faster)
+    conversions: rounded to nearest even, overflow to Inf, denormals, and NaN payloads
+    (signalling ones too) exactly as numpy (and OIIO) convert them."""
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16)
+    finite = np.sort(halves[np.isfinite(halves)].astype(np.float64))
+    mid = ((finite[:-1] + finite[1:]) / 2).astype(np.float32)  # ties, and their neighbours
+    values = np.concatenate([rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+                             mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf)),
+                             np.array([65504, 65519.99, 65520, 1e10, -65520, np.inf, -np.inf, -0.0], np.float32)])
+    values = np.resize(values, (len(values) // 512 + 1) * 512).reshape(-1, 128, 4)
+    write_image(tmp_path / "h.exr", Image.from_array(values), dtype="half")
+    with np.errstate(over="ignore"):
+        expect = values.astype(np.float16)
+    np.testing.assert_array_equal(u16(read_image(tmp_path / "h.exr", dtype="native").pixels), u16(expect))
+    every = np.resize(halves, (128, 128, 4))  # every half bit pattern, read back as float32
+    write_image(tmp_path / "all.exr", Image.from_array(every), dtype="half")
+    got = read_image(tmp_path / "all.exr").pixels
+    np.testing.assert_array_equal(got.view(np.uint32), every.astype(np.float32).view(np.uint32))
+
+
 def test_float_write_is_exact(tmp_path, rng):
     px = (rng.standard_normal((17, 23, 3)) * 1e3).astype(np.float32)
     px[0, 0] = [np.nan, np.inf, -np.inf]
@@ -124,6 +145,96 @@ def test_windowless_formats_get_pixels_on_display_window(tmp_path, smooth_rgb):
     assert back.data_window == back.display_window == Box(0, 0, 20, 16)
     np.testing.assert_allclose(back.pixels[2:12, 3:15], smooth_rgb[:10, :12], atol=0.5 / 255 + 1e-6)
     assert (back.pixels[:2] == 0).all() and (back.pixels[12:] == 0).all() and (back.pixels[:, :3] == 0).all()
+
+
+def _tiled_exr(path, px, origin, display, tile=16):
+    """A tiled half EXR (write_image writes scanlines only)."""
+    h, w, c = px.shape
+    spec = oiio.ImageSpec(w, h, c, "half")
+    spec.x, spec.y = origin
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = display.x, display.y, display.width, display.height
+    spec.tile_width = spec.tile_height = tile
+    spec.attribute("compression", "zip")
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec) and out.write_image(px) and out.close()
+
+
+def test_rows_read_equals_the_full_reads_rows(tmp_path, rng):
+    """read_image(rows=...) counts rows from the display window's top (overscan rows negative),
+    returns exactly the full read's rows with a data window that places them where they were,
+    for multi-chunk ZIP EXR (scanline and tiled, overscan and an offset display window) and PNG."""
+    px = rng.uniform(-1.0, 8.0, (100, 64, 4)).astype(np.float32)
+    cases = {"over.exr": ((5, -7), Box(0, 0, 64, 80)),  # 7 overscan rows above, 13 below the display
+             "offset.exr": ((-3, 20), Box(-10, 12, 80, 90)),  # display window not at 0
+             "tiled.exr": ((5, -7), Box(0, 0, 64, 80))}
+    for name, (origin, display) in cases.items():
+        if name == "tiled.exr":
+            _tiled_exr(tmp_path / name, px.astype(np.float16), origin, display)
+        else:
+            write_image(tmp_path / name, Image.from_array(px, origin=origin, display_window=display),
+                        compression="zip")
+        full = read_image(tmp_path / name)
+        for rows in [(3, 41), (-7, 2), (-30, 10), (15, 16), (60, 200), (0, 80), (-100, 500)]:
+            part = read_image(tmp_path / name, rows=rows)
+            y0 = max(full.data_window.y, display.y + rows[0])
+            y1 = max(y0, min(full.data_window.y1, display.y + rows[1]))
+            assert part.data_window == Box(full.data_window.x, y0, full.data_window.width, y1 - y0), (name, rows)
+            assert (part.display_window, part.attributes, part.channels) == \
+                (full.display_window, full.attributes, full.channels)
+            dy = y0 - full.data_window.y
+            np.testing.assert_array_equal(part.pixels, full.pixels[dy:dy + y1 - y0], err_msg=f"{name} {rows}")
+            box = Box(display.x, display.y + max(rows[0], -20), display.width, 40)  # placed on a window
+            inside = Box(box.x, y0, box.width, y1 - y0).intersect(box)
+            sl = slice(inside.y - box.y, inside.y1 - box.y)
+            np.testing.assert_array_equal(part.on_window(box)[sl], full.on_window(box)[sl])
+        native = read_image(tmp_path / name, rows=(10, 30), dtype="native")
+        assert native.pixels.dtype == np.float16
+        dy = display.y + 10 - full.data_window.y
+        np.testing.assert_array_equal(u16(native.pixels),
+                                      u16(read_image(tmp_path / name, dtype="native").pixels[dy:dy + 20]))
+        header = read_image(tmp_path / name, rows=(0, 0))  # an empty range: the header alone
+        assert header.pixels.shape == (0, 64, 4) and header.data_window.height == 0
+        assert header.display_window == full.display_window and header.attributes == full.attributes
+    # only the chunks holding the rows are decoded: a file cut short reads above the cut
+    data = (tmp_path / "over.exr").read_bytes()
+    (tmp_path / "cut.exr").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(VfxSwapError, match="corrupt or truncated"):
+        read_image(tmp_path / "cut.exr")
+    np.testing.assert_array_equal(read_image(tmp_path / "cut.exr", rows=(-7, 20)).pixels,
+                                  px[:27].astype(np.float16).astype(np.float32))
+    with pytest.raises(VfxSwapError, match="corrupt or truncated"):
+        read_image(tmp_path / "cut.exr", rows=(60, 93))
+    # PNG (no windows): rows of the whole picture, channel selection kept
+    write_image(tmp_path / "p.png", Image.from_array(np.clip(px[:, :, :3] / 8, 0, 1)))
+    full = read_image(tmp_path / "p.png")
+    part = read_image(tmp_path / "p.png", rows=(33, 71), channels=["G", "B"])
+    assert part.data_window == Box(0, 33, 64, 38) and part.channels == ("G", "B")
+    np.testing.assert_array_equal(part.pixels, full.pixels[33:71, :, 1:])
+
+
+def test_a_reader_that_cannot_read_a_range_of_rows_is_read_whole_and_cut(rng):
+    from vfxswap.plates.image import _read_rows
+
+    class WholeOnly:  # a format whose reader refuses scanline ranges
+        def __init__(self, px):
+            self.px, self.whole = px, 0
+
+        def read_scanlines(self, *args):
+            return None
+
+        def geterror(self):
+            return "cannot read scanlines"
+
+        def read_image(self, *args):
+            self.whole += 1
+            return self.px
+
+    px = rng.uniform(0.0, 1.0, (50, 8, 3)).astype(np.float32)
+    spec = oiio.ImageSpec(8, 50, 3, "float")
+    spec.y = -5
+    inp = WholeOnly(px)
+    np.testing.assert_array_equal(_read_rows(inp, 0, spec, Box(0, 10, 8, 12), 0, 3, "float"), px[15:27])
+    assert inp.whole == 1
 
 
 # --- channels, types, compression ---------------------------------------------------------

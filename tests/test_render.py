@@ -424,3 +424,40 @@ def test_default_render_replaces_only_the_models_identity_b(shared_file, tmp_pat
     assert "1003" in caplog.text and "empty" in caplog.text
     every, _ = covered(True)
     assert every[0][0] > 0.99 and every[0][1] > 0.99 and every[2][0] > 0.99
+
+
+def test_the_cpu_predictor_uses_its_own_threads_and_gives_the_process_back_its_own():
+    """The forward pass runs on `threads` intra-op threads (2 threads on 2 shared cores were up
+    to 20 times slower than 1), and torch's count for the rest of the process is left as it was,
+    whatever the model does; `limited` runs on one."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vfxswap.render.render import ModelPredictor, cpu_predict_threads, limited
+
+    seen = []
+
+    def swap(x, to):
+        seen.append(torch.get_num_threads())
+        if to != "A":
+            raise RuntimeError("boom")
+        return x, x[:, :1]
+
+    predictor = ModelPredictor.__new__(ModelPredictor)  # no model folder: the call is what is tested
+    predictor.device, predictor.threads, predictor.model = torch.device("cpu"), 1, SimpleNamespace(swap=swap)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rgb, mask = predictor(np.full((1, 8, 8, 3), 0.5, np.float32))
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert rgb.shape == (1, 8, 8, 3) and mask.shape == (1, 8, 8)
+        predictor.model = SimpleNamespace(swap=lambda x, to: swap(x, "B"))
+        with pytest.raises(RuntimeError):
+            predictor(np.zeros((1, 8, 8, 3), np.float32))
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # given back after a failure too
+        np.testing.assert_array_equal(limited(np.full((4, 4, 3), 0.5, np.float32)), 0.5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert 1 <= cpu_predict_threads() <= max(1, torch.get_num_threads())

@@ -239,6 +239,48 @@ def test_the_comp_keeps_the_plate_overscan(shot, tmp_path):
     np.testing.assert_array_equal(comp.pixels[:32], plate.pixels[:32])  # the overscan rows, as they were
 
 
+def _overscan(plate):  # 32 px of overscan all round: the data window starts at (-32, -32)
+    px = np.pad(plate.pixels, ((32, 32), (32, 32), (0, 0)), mode="edge")
+    return Image(px, plate.channels, Box(-32, -32, 576, 576), Box(0, 0, 512, 512), dict(plate.attributes))
+
+
+def _offset(plate):  # a display window away from 0, and a data window missing its top 61 rows
+    return Image(plate.pixels[61:500], plate.channels, Box(7, -13 + 61, 512, 439), Box(7, -13, 512, 512),
+                 dict(plate.attributes))
+
+
+@pytest.mark.parametrize("make", [_overscan, _offset], ids=["overscan", "offset"])
+def test_the_layer_from_the_faces_rows_equals_the_one_from_the_whole_plate(shot, tmp_path, monkeypatch, make):
+    """The render reads only the plate rows its crops need (the header alone for a frame without
+    a face); with overscan or windows away from 0 the layer is the very one a whole read makes."""
+    import vfxswap.render.render as rmod
+
+    pattern, fs = _plates_like(shot, tmp_path / "plates", make)
+    with Faceset(fs) as faceset:  # 1003 has no face: its layer comes from the header alone
+        faceset.db.execute("DELETE FROM faces WHERE frame = 1003")
+        faceset.db.commit()
+    real, got = rmod.read_image, {}
+
+    def whole(path, rows=None):  # the whole read the render made before
+        assert rows is not None  # (the render asks for rows)
+        return real(path)
+
+    def rows_read(path, rows=None):
+        image = real(path, rows=rows)
+        got[int(str(path)[-8:-4])] = image.data_window
+        return image
+
+    monkeypatch.setattr(rmod, "read_image", whole)
+    render(_options(pattern, fs, tmp_path / "whole", color="rct"))
+    monkeypatch.setattr(rmod, "read_image", rows_read)
+    render(_options(pattern, fs, tmp_path / "rows", color="rct"))
+    assert all(0 < got[f].height < 400 for f in (1001, 1002)) and got[1003].height == 0  # the face's rows, or none
+    for frame in FRAMES:
+        assert (tmp_path / "rows" / f"face.{frame}.exr").read_bytes() == \
+            (tmp_path / "whole" / f"face.{frame}.exr").read_bytes(), frame
+    assert read_image(tmp_path / "rows" / "face.1001.exr").data_window.height > 100  # a face was rendered
+
+
 # 9 ----------------------------------------------------------------------------------------------
 
 def test_a_movie_plate_renders_over_its_frames_in_scene_linear(shot, tmp_path):

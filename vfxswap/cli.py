@@ -322,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "preview (a self-swap: the only face that ships with the packages is hers).")
     p.add_argument("--out", default="vfxswap-demo", help="where everything goes (default ./vfxswap-demo)")
     p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--iters", type=int, default=250, help="training iterations (more looks better, takes longer)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--iters", type=int, default=600, help="training iterations (more looks better, takes longer)")
+    p.add_argument("--batch", type=int, default=4)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="a model over plates -> premultiplied RGBA EXR face layers",

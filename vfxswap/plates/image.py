@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import OpenImageIO as oiio
 
@@ -298,7 +299,7 @@ def _part_index(path: str, parts: list[ImageInfo], part: int | str | None) -> in
 
 
 def read_image(path: str | os.PathLike, *, part: int | str | None = None, channels=None, layer: str | None = None,
-               dtype: str = "float32") -> Image:
+               dtype: str = "float32", rows: tuple[int, int] | None = None) -> Image:
     """Read one part of an image file.
 
     part: an index or a part name; None: the picture, part 0 unless it has no R, G, B and a
@@ -306,6 +307,14 @@ def read_image(path: str | os.PathLike, *, part: int | str | None = None, channe
     `layer` are named).
     dtype: `float32` (engine work; integer formats become 0-1), or `native` (the file's own
     pixel type, for bit-exact copies: half stays half, NaN payloads included).
+    rows: (y0, y1), end-exclusive, counted from the display window's top row (row 0), as
+    `on_display_window()` lays the picture out and as the engine's plate coordinates (landmarks,
+    face boxes) run; overscan rows are negative or past the display's height. Only those rows of
+    the data window are decoded, so a render that needs a face's rows does not pay for the
+    frame's (EXR: only the chunks holding them; tiled files: their rows of tiles); a file that
+    cannot read a range is read whole and cut. The Image's data window is those rows (clipped
+    to the data window: its `on_window` places them right); an empty range reads the header
+    alone (no pixel is decoded; pixels of 0 rows).
     """
     path = str(path)
     if part is None and (channels is not None or layer is not None):
@@ -332,17 +341,78 @@ def read_image(path: str | os.PathLike, *, part: int | str | None = None, channe
             fmt = str(spec.format) if not spec.channelformats else "float"
         elif dtype != "float32":
             raise ValueError(f"dtype must be 'float32' or 'native', not {dtype!r}")
-        pixels = inp.read_image(index, 0, chbegin, chend, fmt)
+        elif str(spec.format) == "half" and not spec.channelformats:
+            fmt = "half"  # widened below (`_widen`): OIIO's own widening costs more than the decode
+        data = Box.from_roi(spec.roi)
+        if rows is None:
+            pixels = inp.read_image(index, 0, chbegin, chend, fmt)
+        else:
+            top = max(data.y, spec.full_y + int(rows[0]))
+            data = Box(data.x, top, data.width, max(0, min(data.y1, spec.full_y + int(rows[1])) - top))
+            pixels = _read_rows(inp, index, spec, data, chbegin, chend, fmt)
         if pixels is None:
             raise VfxSwapError(f"{path}: corrupt or truncated image: {_one_line(inp.geterror())}")
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         if not contiguous:
             pixels = np.ascontiguousarray(pixels[:, :, idx])
-        return Image(pixels, tuple(wanted), Box.from_roi(spec.roi), Box.from_roi(spec.roi_full),
-                     _attributes(spec), str(spec.format), path)
+        if dtype == "float32" and pixels.dtype == np.float16:
+            pixels = _widen(pixels)
+        return Image(pixels, tuple(wanted), data, Box.from_roi(spec.roi_full), _attributes(spec), str(spec.format),
+                     path)
     finally:
         inp.close()
+
+
+def _widen(half: np.ndarray) -> np.ndarray:
+    """float32 of half pixels, bit for bit what OIIO's or numpy's widening gives, many times
+    faster (measured: 2-3 ms against 18 ms for numpy and ~35 ms for OIIO on a 1080p RGBA frame):
+    OpenCV's conversion (the CPU's own instruction), whose one difference, a signalling NaN
+    made quiet, is redone by numpy where a NaN came out."""
+    if not half.size:
+        return half.astype(np.float32)
+    out = cv2.multiply(half.reshape(half.shape[0], -1), 1.0, dtype=cv2.CV_32F).reshape(half.shape)
+    nan = np.isnan(out)
+    if nan.any():
+        out[nan] = half[nan].astype(np.float32)
+    return out
+
+
+def _narrow(pixels: np.ndarray) -> np.ndarray:
+    """half of float32 pixels, bit for bit what OIIO's or numpy's narrowing gives (rounded to
+    nearest even), faster: OpenCV's conversion, with numpy's redone where a NaN went in (OpenCV
+    makes its payload quiet)."""
+    if not pixels.size:
+        return pixels.astype(np.float16)
+    out = cv2.multiply(pixels.reshape(pixels.shape[0], -1), 1.0, dtype=cv2.CV_16F).reshape(pixels.shape)
+    nan = np.isnan(pixels)
+    if nan.any():
+        out[nan] = pixels[nan].astype(np.float16)
+    return out
+
+
+def _read_rows(inp: oiio.ImageInput, index: int, spec: oiio.ImageSpec, box: Box, chbegin: int, chend: int,
+               fmt: str) -> np.ndarray | None:
+    """The data window's rows box.y..box.y1 (file coordinates, inside the data window), all its
+    columns: only those scanlines, or the rows of tiles holding them; a format that cannot read
+    a range (its reader says so) is read whole and cut. None when the file cannot be read."""
+    if not box.height:
+        return np.zeros((0, spec.width, chend - chbegin), _NUMPY_OF.get(fmt, np.float32))
+    y0, y1 = box.y, box.y1
+    if spec.tile_width:  # tile rows are counted from the data window's top
+        t = spec.tile_height
+        first = spec.y + (y0 - spec.y) // t * t
+        last = min(spec.y + spec.height, spec.y + -(-(y1 - spec.y) // t) * t)
+        pixels = inp.read_tiles(index, 0, spec.x, spec.x + spec.width, first, last, spec.z,
+                                spec.z + max(1, spec.depth), chbegin, chend, fmt)
+    else:
+        first = y0
+        pixels = inp.read_scanlines(index, 0, y0, y1, spec.z, chbegin, chend, fmt)
+    if pixels is None:
+        inp.geterror()  # clears it: the whole read below reports its own
+        first = spec.y
+        pixels = inp.read_image(index, 0, chbegin, chend, fmt)
+    return None if pixels is None else pixels[y0 - first: y1 - first]
 
 
 def _carried(attributes: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any]]:
@@ -402,6 +472,8 @@ def write_image(path: str | os.PathLike, image: Image, *, dtype: str | None = No
     _set_compression(spec, path, ext, compression)
     if pixels.dtype.kind == "f" and dtype.startswith("uint"):
         pixels = np.clip(pixels, 0.0, 1.0)  # integer formats store 0-1; OIIO would wrap NaN
+    if base == "half" and not channel_dtypes and pixels.dtype == np.float32:
+        pixels = _narrow(pixels)  # OIIO's own narrowing costs a quarter of a layer's write
     with atomic_path(path, durable=durable) as tmp:
         if not out.open(str(tmp), spec):
             raise VfxSwapError(f"{path}: cannot open for writing: {_one_line(out.geterror())}")

@@ -22,6 +22,7 @@ import math
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,15 +112,47 @@ class ModelPredictor:
         self.provenance = {"model_id": manifest.get("model_id", ""), "manifest_sha256": digest,
                            "iteration": manifest.get("iteration"), "identities": manifest.get("identities", {}),
                            "encoding": manifest.get("colour", {}).get("encoding")}
+        self.threads = cpu_predict_threads() if self.device.type == "cpu" else None
 
     def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, R, R, 3) model-encoded faces -> ((N, R, R, 3) swapped faces, (N, R, R) learned masks)."""
+        """(N, R, R, 3) model-encoded faces -> ((N, R, R, 3) swapped faces, (N, R, R) learned masks).
+        On the CPU with `self.threads` intra-op threads, the process's own count restored after."""
         import torch
 
-        with torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).to(self.device)
             rgb, mask = self.model.swap(x, "A")
         return rgb.float().cpu().numpy().transpose(0, 2, 3, 1), mask.float().cpu().numpy()[:, 0]
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """torch's intra-op CPU threads set to `count` for a block (None: left as they are), and
+    put back after: the render's own choice, not the process's (see `cpu_predict_threads`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def cpu_predict_threads() -> int:
+    """Intra-op threads for a render's forward pass on the CPU: half the cores this process may
+    use (at least 1, at most torch's own count). torch's OpenMP threads meet at a barrier after
+    every op, so a core taken by another job stalls them all; a render's forward pass is many
+    small ops. Measured on 2 shared cores (bench/render.py, quick preset, one 96 px face): 1
+    thread 35-50 ms, 2 threads 70-800 ms. Set per call, not for the process: numba's first
+    parallel kernel resets the OpenMP count torch reads (they share the runtime), and a host or
+    a test may train in the same process."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores // 2))
 
 
 LAYER_CHANNELS = ("raw.R", "raw.G", "raw.B", "matte.Y", "stmap.R", "stmap.G")
@@ -133,6 +166,14 @@ def _stmap(matrix: np.ndarray, res: int, x0: int, y0: int, x1: int, y1: int) -> 
     ax = matrix[0, 0] * xx + matrix[0, 1] * yy + matrix[0, 2]
     ay = matrix[1, 0] * xx + matrix[1, 1] * yy + matrix[1, 2]
     return np.stack([(ax + 0.5) / res, 1.0 - (ay + 0.5) / res], axis=2).astype(np.float32)
+
+
+def _reach(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the box of `alpha`'s nonzero pixels; (0, 0, 0, 0) when there are none."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if not rows.size:
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _erode_blur(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
@@ -287,41 +328,56 @@ class Renderer:
 
     # --- one frame ---------------------------------------------------------------------------
 
-    def face_input(self, plate: np.ndarray, landmarks: np.ndarray, where: str) -> np.ndarray:
+    def _cut_region(self, landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, ...]]:
+        """A face's alignment at the input size, and the display-window region (x0, y0, x1, y1)
+        its crop reads: all of the plate `face_input` looks at, so all `_predicted` reads."""
+        size = self.predict.input_size
+        m = align.alignment_matrix(landmarks, size, self.predict.face_type)
+        return m, align.region_for(m, size, shape)
+
+    def face_input(self, plate: Image | np.ndarray, landmarks: np.ndarray, where: str) -> np.ndarray:
         """The model's input for one face: (R, R, 3) model-encoded, cut from the plate as training's
         faces were (`align.cut_face` at the facesets' size, then `align.resize_crop` to R), so the
-        network meets the same low-passed pixels it learned from (exact positions: see cut_face)."""
-        size, res, ftype = self.predict.input_size, self.predict.resolution, self.predict.face_type
-        m = align.alignment_matrix(landmarks, size, ftype)
-        x0, y0, x1, y1 = align.region_for(m, size, plate.shape[:2])
-        crop = align.cut_face(self.pipe.to_model(plate[y0:y1, x0:x1], where=where), align.shift(m, x0, y0), size,
+        network meets the same low-passed pixels it learned from (exact positions: see cut_face).
+        `plate`: its display window's pixels, or an `Image` holding (at least) the face's rows."""
+        if isinstance(plate, np.ndarray):
+            plate = Image.from_array(plate)
+        disp = plate.display_window
+        m, (x0, y0, x1, y1) = self._cut_region(landmarks, (disp.height, disp.width))
+        region = plate.on_window(Box(disp.x + x0, disp.y + y0, x1 - x0, y1 - y0))
+        crop = align.cut_face(self.pipe.to_model(region, where=where), align.shift(m, x0, y0), self.predict.input_size,
                               exact=True)
-        return align.resize_crop(crop, res)
+        return align.resize_crop(crop, self.predict.resolution)
 
     def _predicted(self, frame: int) -> FrameWork:
         """One frame's faces up to the colour match (plate read, cut, predict, mask), kept for the
-        frames around it: the colour match pools the statistics of a track's neighbours."""
+        frames around it: the colour match pools the statistics of a track's neighbours. Only the
+        plate rows the faces' crops need are read (the header alone for a frame without one):
+        decoding a whole 1080p frame cost more than the rest of the work on its face."""
         if frame in self._work:
             return self._work[frame]
-        plate_img = need_rgb(read_image(self.seq.path(frame)))
+        path = self.seq.path(frame)
+        disp = read_info(path).display_window
+        spans = [self._cut_region(f.landmarks, (disp.height, disp.width))[1] for f in self.faces.get(frame, [])]
+        rows = (min(b[1] for b in spans), max(b[3] for b in spans)) if spans else (0, 0)
+        plate_img = need_rgb(read_image(path, rows=rows))
         if frame not in self.extracted:  # not "no face": the faceset never finished this frame
-            raise VfxSwapError(f"{self.seq.path(frame)}: not extracted into {self.opt.faceset} "
+            raise VfxSwapError(f"{path}: not extracted into {self.opt.faceset} "
                                f"(run vfxswap extract over this frame)")
         if self.pipe is None:
             self.pipe = ColorPipeline.for_image(plate_img, config=self.choice)
-        plate = plate_img.on_display_window()
         res, ftype = self.predict.resolution, self.predict.face_type
-        where = f"{self.seq.path(frame)}"
+        where = path
         faces = []
         for face in self.faces.get(frame, []):
             matrix = align.alignment_matrix(face.landmarks, res, ftype)
-            aligned = self.face_input(plate, face.landmarks, where)
+            aligned = self.face_input(plate_img, face.landmarks, where)
             pred, learned = self.predict(aligned[None])
             points = align.transform_points(face.landmarks, matrix)
             mask = self.masker(MaskInput(aligned, points, learned[0]))
             ref = limited(aligned)
             faces.append(FaceWork(face.track_id, matrix, pred[0], ref, mask, masked_samples(pred[0], ref, mask)))
-        work = FrameWork(plate_img.attributes, plate_img.display_window, plate.shape[:2], faces)
+        work = FrameWork(plate_img.attributes, plate_img.display_window, (disp.height, disp.width), faces)
         self._work[frame] = work
         return work
 
@@ -366,15 +422,22 @@ class Renderer:
             pred = color_transfer(face.pred, face.ref, mask, self.opt.color, samples=self._pooled(frame, face))
             # Back to the plate over the face's padded box only.
             back = align.invert(align.shift(matrix, bx0, by0))  # aligned -> this plate box
-            rgb = align.warp_exact(pred, back, (by1 - by0, bx1 - bx0))
             matte = np.clip(align.warp_exact(mask, back, (by1 - by0, bx1 - bx0), order=1), 0.0, 1.0)
             a = _erode_blur(matte, self.opt.erode, self.opt.blur)
-            rgb = self.pipe.from_model(rgb, where=where)
+            # The colour only where the matte reaches (a third of a whole_face box): under a zero
+            # matte it is never seen. --layers keeps the raw colour of the whole box.
+            cy0, cy1, cx0, cx1 = (0, by1 - by0, 0, bx1 - bx0) if extra is not None else _reach(a)
             region = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
-            if extra is not None:
-                extra[region] = np.concatenate([rgb, matte[..., None], _stmap(matrix, res, bx0, by0, bx1, by1)], 2)
-            # Faces composite over each other (premultiplied over) within the layer.
-            rgb_acc[region] = rgb * a[..., None] + rgb_acc[region] * (1.0 - a[..., None])
+            if cy1 > cy0:
+                rgb = align.warp_exact(pred, align.invert(align.shift(matrix, bx0 + cx0, by0 + cy0)),
+                                       (cy1 - cy0, cx1 - cx0))
+                rgb = self.pipe.from_model(rgb, where=where)
+                if extra is not None:
+                    extra[region] = np.concatenate([rgb, matte[..., None], _stmap(matrix, res, bx0, by0, bx1, by1)], 2)
+                # Faces composite over each other (premultiplied over) within the layer.
+                inner = (slice(by0 - y0 + cy0, by0 - y0 + cy1), slice(bx0 - x0 + cx0, bx0 - x0 + cx1))
+                ai = a[cy0:cy1, cx0:cx1, None]
+                rgb_acc[inner] = rgb * ai + rgb_acc[inner] * (1.0 - ai)
             alpha_acc[region] = a + alpha_acc[region] * (1.0 - a)
             matrices.append([float(v) for v in matrix.ravel()])
         for g in [g for g in self._work if g < frame - self.color_reach]:  # no longer anyone's neighbour
@@ -528,12 +591,15 @@ def _tracks_near(rows: list[FaceRow], centre: np.ndarray) -> set[int]:
 
 def limited(faces: np.ndarray) -> np.ndarray:
     """Model-encoded pixels through the network's input limit (`models.nets.soft_limit`): what the
-    colour match measures the plate's face on, so one out-of-gamut pixel cannot drag its mean."""
+    colour match measures the plate's face on, so one out-of-gamut pixel cannot drag its mean.
+    On one thread: a few element-wise ops on one face, which 2 threads on 2 shared cores took
+    30-70 times longer over (measured: 13-29 ms against 0.4; they wait for each other at every op)."""
     import torch
 
     from vfxswap.models.nets import soft_limit
 
-    return soft_limit(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
+    with torch_threads(1):
+        return soft_limit(torch.from_numpy(np.ascontiguousarray(faces, np.float32))).numpy()
 
 
 def output_pattern(out: str | os.PathLike, name: str, plate_padding: int) -> FramePattern:

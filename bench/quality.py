@@ -1,7 +1,7 @@
 """Swap quality: train on real speakers for a fixed budget and seed, render held-out footage
 through the real CLI, and measure the face itself.
 
-Run:  python bench/quality.py [--budget short|long] [--iters N] [--sharpen N] [--seed 0] [--work DIR]
+Run:  python bench/quality.py [--budget short|long] [--iters N] [--seed 0] [--work DIR]
                               [--data ../shared/data] [--json out.json] [--train-args "..."]
                               [--faces-from DIR] [--measure-only]
 
@@ -20,6 +20,8 @@ Figures (in the display encoding, the plate's OCIO view, where a viewer judges t
                      share of frames closer to A than to B
   flicker            frame-to-frame change of the comp inside the alpha (max of both frames) over
                      the plate's own change there: 1 = the face changes as the plate does
+  temporal error     A->A: frame-to-frame change of the comp the plate's own change does not explain,
+                     over the plate's change (0: the face moves exactly as the plate; a frozen face: 1)
   forehead darkening B->A: how much darker the comp is than the plate inside the alpha above the
                      brows (display luma, 0..1): A's fringe drawn over B's bare forehead
   crop jitter        speech (bbaf2n, A->A): RMS frame-to-frame motion of the aligned crop's corners
@@ -139,6 +141,19 @@ def flicker(frames: list[dict]) -> float:
     return num / max(den, 1e-12)
 
 
+def temporal_error(frames: list[dict]) -> float:
+    """sum |(comp_t+1 - comp_t) - (plate_t+1 - plate_t)| / sum |plate_t+1 - plate_t| inside the
+    alpha: the change the plate does not explain. For A->A, where the plate is the truth, it
+    separates flicker from following the plate's own motion (a frozen face scores 1, a perfect one 0)."""
+    num = den = 0.0
+    for a, b in zip(frames, frames[1:]):
+        w = np.maximum(a["alpha"], b["alpha"])[..., None]
+        plate = b["plate"] - a["plate"]
+        num += float((np.abs(b["comp"] - a["comp"] - plate) * w).sum())
+        den += float((np.abs(plate) * w).sum())
+    return num / max(den, 1e-12)
+
+
 def forehead_darkening(frames: list[dict], rows) -> float:
     """Mean darkening of the comp against the plate (display luma, 0..1) inside the alpha above
     the brows: where A's fringe, drawn over B's bare forehead, shows as dark streaks."""
@@ -232,6 +247,14 @@ def contact_sheet(path: Path, renders: list[tuple[str, list[dict]]], cell: int =
 # --- the run ------------------------------------------------------------------------------------------
 
 
+def sharpen_share(train_args: str) -> float:
+    """The share of the iterations the run trains without the random warp, as `train` reads it."""
+    from vfxswap.jobspec import TrainOptions, from_argv
+
+    asked = from_argv(TrainOptions, ["--src", "A", "--dst", "B", "--model", "M", *shlex.split(train_args)])
+    return asked.sharpen if asked.warp else 1.0
+
+
 def produce(a, work: Path, iters: int, a_stills: Path, a_held: Path, b_movie: Path) -> dict[str, float]:
     """Facesets, model and the two renders in a fresh `work` folder -> seconds per stage."""
     if work.exists():
@@ -255,10 +278,7 @@ def produce(a, work: Path, iters: int, a_stills: Path, a_held: Path, b_movie: Pa
     model = work / "model"
     common = ["--src", str(work / "A"), "--dst", str(work / "B"), "--model", str(model), "--seed", str(a.seed),
               "--release-ref", RELEASE, "--preview-every", str(max(iters, 1)), *shlex.split(a.train_args)]
-    warped = iters - a.sharpen
-    t["train"] = run(["train", "--iters", str(warped), *common], work / "train.log")
-    if a.sharpen:  # DeepFaceLab's recipe: the last iterations resumed without the random warp
-        t["train"] += run(["train", "--iters", str(iters), "--resume", "--no-warp", *common], work / "train_sharpen.log")
+    t["train"] = run(["train", "--iters", str(iters), *common], work / "train.log")
     extra = shlex.split(a.render_args)
     # A's own footage is not the model's identity B: the render is asked for every face
     every = ["--all-faces"] if "--all-faces" in subprocess.check_output(
@@ -275,11 +295,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="short")
     ap.add_argument("--iters", type=int, help="training iterations (default: the budget's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sharpen", type=int, default=0, help="train the last N of the iterations without the random "
-                    "warp (resumed with --no-warp: DeepFaceLab's sharpening phase); default 0: warp throughout")
     ap.add_argument("--work", type=Path, help="work folder (default: /tmp/vfxswap-quality-<budget>); emptied first")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("VFXSWAP_SHARED_DATA", ROOT.parent / "shared" / "data")))
-    ap.add_argument("--train-args", default="", help="extra `vfxswap train` options, e.g. \"--batch 16\"")
+    ap.add_argument("--train-args", default="", help="extra `vfxswap train` options, e.g. \"--batch 16\" or "
+                    "\"--sharpen 0\" (warp throughout)")
     ap.add_argument("--render-args", default="", help="extra `vfxswap render` options, e.g. \"--color none\"")
     ap.add_argument("--json", type=Path, help="also write the report here")
     ap.add_argument("--faces-from", type=Path, help="copy the four facesets from this earlier --work folder instead of "
@@ -302,6 +321,7 @@ def main(argv=None) -> dict:
     size, face_type = manifest["config"]["resolution"], manifest["config"]["face_type"]
     history = [json.loads(line) for line in (model / "history.jsonl").read_text().splitlines() if line.strip()]
     rates = [h["samples_per_s"] for h in history if "samples_per_s" in h]
+    sharpen = sharpen_share(a.train_args)
 
     aa, ba = Render(work / "render_AA", a_held), Render(work / "render_BA", b_movie)
     aa_frames, ba_frames = [aa.frame(f) for f in aa.frames], [ba.frame(f) for f in ba.frames]
@@ -312,11 +332,12 @@ def main(argv=None) -> dict:
                                size, face_type)
     report = {
         "commit": commit(), "budget": "measured again" if a.measure_only else a.budget, "iters": iters, "seed": a.seed,
-        "sharpen": a.sharpen, "model": f"{manifest['config']['arch']} {size} px {face_type}", "train_args": a.train_args, "render_args": a.render_args,
+        "sharpen": sharpen, "model": f"{manifest['config']['arch']} {size} px {face_type}", "train_args": a.train_args, "render_args": a.render_args,
         "AA_psnr_db": float(np.nanmean(scores[:, 0])), "AA_ssim": float(np.nanmean(scores[:, 1])),
         "AA_alpha_px": float(np.mean(scores[:, 2])), "AA_frames": len(aa_frames),
         **identity(ba, ba_frames, faceset_rows(work / "B_held"), faceset_rows(work / "A"), faceset_rows(work / "B")),
-        "flicker_BA": flicker(ba_frames), "flicker_AA": flicker(aa_frames), **stability,
+        "flicker_BA": flicker(ba_frames), "flicker_AA": flicker(aa_frames),
+        "temporal_error_AA": temporal_error(aa_frames), **stability,
         "forehead_darkening_BA": forehead_darkening(list(zip(ba.frames, ba_frames)), faceset_rows(work / "B_held")),
         "samples_per_s": float(rates[-1]) if rates else float("nan"),
         "seconds": {k: round(v, 1) for k, v in t.items()}, "work": str(work),
@@ -324,7 +345,7 @@ def main(argv=None) -> dict:
     contact_sheet(work / "contact_sheet.png", [("A->A", aa_frames), ("B->A", ba_frames)])
     report["contact_sheet"] = str(work / "contact_sheet.png")
     print(f"bench/quality.py  commit {report['commit']}  budget {report['budget']} ({iters} iters"
-          f"{f', the last {a.sharpen} without warp' if a.sharpen else ''})  seed {a.seed}  model {report['model']}"
+          f"{f', the last {sharpen:.0%} without warp' if sharpen else ', warped throughout'})  seed {a.seed}  model {report['model']}"
           f"{'  train: ' + a.train_args if a.train_args else ''}{'  render: ' + a.render_args if a.render_args else ''}")
     lines = [("A->A held-out PSNR (dB, display, in alpha)", report["AA_psnr_db"], "{:.2f}"),
              ("A->A held-out SSIM", report["AA_ssim"], "{:.4f}"),
@@ -334,6 +355,7 @@ def main(argv=None) -> dict:
              ("B->A mean dA / dB", f"{report['dA']:.3f} / {report['dB']:.3f}", "{}"),
              ("flicker B->A (comp/plate change)", report["flicker_BA"], "{:.3f}"),
              ("flicker A->A", report["flicker_AA"], "{:.3f}"),
+             ("A->A temporal error (vs the plate's change)", report["temporal_error_AA"], "{:.3f}"),
              ("B->A forehead darkening (display, in alpha)", report["forehead_darkening_BA"], "{:.4f}"),
              ("crop jitter on speech (% of side)", report["crop_jitter_pct"], "{:.3f}"),
              ("crop vs rigid fit on speech (% of side)", report["crop_vs_rigid_pct"], "{:.3f}"),

@@ -34,7 +34,7 @@ wrapped by name for the timed run (and restored after), whatever of them exists:
   mask              the renderer's masker (learned x landmark hull by default)
   warp back         align.warp_exact / warp_to_plate after the face's predict (colour and matte)
   colour from model ColorPipeline.from_model (and from_model_torch)
-  layer build       Renderer._layer (full-frame RGBA concat, data-window cut, header, provenance)
+  layer build       Renderer._layer (RGBA concat over the faces' box, header, provenance)
   layer write       vfxswap.render.render.write_image
   other             wall minus the sum: landmarks -> matrix (Renderer._cut_region: the rows to read),
                     the face-box accumulators, the matte's reach (_reach), the over, run()'s own

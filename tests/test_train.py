@@ -189,12 +189,32 @@ def test_a_resume_with_no_warp_trains_on_without_the_warp(synthetic, tmp_path):
     assert load_model(tmp_path / "m")[1]["train"]["warp"] is False
 
 
+def test_sharpen_turns_the_warp_off_for_the_last_share_as_a_resume_with_no_warp_would(synthetic, tmp_path):
+    """DeepFaceLab's recipe in one run: --sharpen 0.5 to 8 iterations trains 4 with the random
+    warp and 4 without it, the very same work as 4 warped and then `--resume --no-warp` to 8."""
+    a, b = synthetic
+    kw = dict(seed=5, workers=1)  # a worker process: the switch reopens the loaders mid-stream
+    one = Trainer(_options(a, b, tmp_path / "one", iters=8, sharpen=0.5, **kw))
+    assert one.warp_until == 4 and one.data["A"].dataset.warp
+    assert one.run() == 8 and not one.data["A"].dataset.warp and not one.data["B"].dataset.warp
+    assert train(_options(a, b, tmp_path / "two", iters=4, sharpen=0.0, **kw)) == 4
+    assert train(_options(a, b, tmp_path / "two", iters=8, warp=False, resume=True, **kw)) == 8
+    weights = lambda m: load_model(m)[0].state_dict()
+    two = weights(tmp_path / "two")
+    assert all(torch.equal(v, two[k]) for k, v in weights(tmp_path / "one").items())
+    warped = Trainer(_options(a, b, tmp_path / "warped", iters=8, sharpen=0.0, **kw))
+    assert warped.run() == 8
+    assert not all(torch.equal(v, two[k]) for k, v in weights(tmp_path / "warped").items())  # the switch did something
+    with pytest.raises(VfxSwapError, match="--sharpen 1.5"):
+        _options(a, b, tmp_path / "bad", sharpen=1.5).check()
+
+
 def test_resume_continues_exactly_as_an_unbroken_run(synthetic, tmp_path):
     """K iterations straight, or K/2 then --resume to K (stopping mid-epoch: 12 faces are 3
     batches of 4): the same batches in the same order, the same weights and the same losses.
     lr dropout draws from the global torch RNG, so its saved state is exercised too."""
     a, b = synthetic
-    kw = dict(iters=8, lr_dropout=0.2, seed=3)
+    kw = dict(iters=8, lr_dropout=0.2, seed=3, sharpen=0.0)  # the sharpening share is of --iters
     assert train(_options(a, b, tmp_path / "straight", **kw)) == 8
     assert train(_options(a, b, tmp_path / "split", **{**kw, "iters": 4})) == 4
     assert train(_options(a, b, tmp_path / "split", **kw, resume=True)) == 8

@@ -140,8 +140,13 @@ class TrainOptions:
     flip_src: bool = option(False, "random horizontal flips of A too (off by default: a mirrored source loses its "
                                    "asymmetries, a parting or a scar, in the render)")
     flip_dst: bool = option(True, "no random horizontal flips of B", negate="no-flip-dst")
-    warp: bool = option(True, "no random warp of the input: for the final sharpening phase (a --resume may turn it "
-                              "off or on)", negate="no-warp")
+    warp: bool = option(True, "no random warp of the input at all (a --resume may turn it off or on)",
+                        negate="no-warp")
+    # DeepFaceLab's recipe in one run: the warp makes the shared encoder learn faces rather than
+    # pixels, and a final phase without it sharpens. bench/quality.py (quick preset, 1500
+    # iterations, seed 0) measured the share: see README's training section.
+    sharpen: float = option(0.5, "share of --iters trained last without the random warp, DeepFaceLab's sharpening "
+                                 "phase (0: warp throughout)")
     workers: int | None = option(None, "data loader processes per identity (default: from the cores, at most 8)")
     device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
     gpus: int = option(1, "data-parallel processes on this node, one per GPU (runs itself under torchrun "
@@ -210,7 +215,8 @@ class TrainOptions:
                                ("weight_decay", self.weight_decay >= 0, "0 or more"),
                                ("gan_power", self.gan_power >= 0, "0 or more"),
                                ("eyes_mouth_weight", self.eyes_mouth_weight > 0, "above 0"),
-                               ("lr_dropout", 0 <= self.lr_dropout < 1, "from 0 up to, not including, 1")):
+                               ("lr_dropout", 0 <= self.lr_dropout < 1, "from 0 up to, not including, 1"),
+                               ("sharpen", 0 <= self.sharpen <= 1, "from 0 to 1")):
             if not ok:  # also false for NaN
                 raise VfxSwapError(f"--{flag_of(TrainOptions, name)} {getattr(self, name)}: must be {want}")
         self.asked_config()  # the model options, validated as the model validates them

@@ -251,23 +251,13 @@ class Trainer:
                 checkpoint.restore_rng(rng)
 
         # --- data ----------------------------------------------------------------------------
-        from vfxswap.train.data import FaceSamples, default_workers, make_loader
+        from vfxswap.train.data import default_workers
 
         if o.workers is None:
             o.workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         res = self.config.resolution
-        shard = (self.rank, self.world) if self.world > 1 else None
         self.data = {}
-        # Each stream's seed does not depend on the iteration: a resume continues it at its saved
-        # position (a save from before positions were kept starts it over).
-        position = progress.get("data", {})
-        for ident, folder, flip in (("A", o.src, o.flip_src), ("B", o.dst, o.flip_dst)):
-            ds = FaceSamples(folder, res, face_type=self.config.face_type, flip=flip, warp=o.warp, seed=o.seed,
-                             eyes_mouth_weight=o.eyes_mouth_weight)
-            self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
-                                           seed=o.seed * 1_000_003 + (ident == "B"),
-                                           pin_memory=self.device.type == "cuda", distributed=shard,
-                                           start=tuple(position.get(ident, (0, 0))))
+        self._open_data(progress.get("data", {}))
         self.preview_batch = {ident: self._fixed_faces(folder, res) for ident, folder in (("A", o.src), ("B", o.dst))}
 
         # --- DDP, compile ------------------------------------------------------------------------
@@ -287,6 +277,30 @@ class Trainer:
         self._last_save = time.time()
 
     # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def warp_until(self) -> int:
+        """The iteration the random warp stops at: --iters less the --sharpen share (0: --no-warp)."""
+        return round(self.opt.iters * (1 - self.opt.sharpen)) if self.opt.warp else 0
+
+    def _open_data(self, position: dict) -> None:
+        """The two sample streams, warped or not as the current iteration asks. Each stream's seed
+        does not depend on the iteration: a resume, or the switch to sharpening, continues it at its
+        position (a save from before positions were kept starts it over)."""
+        from vfxswap.train.data import FaceSamples, make_loader
+
+        o = self.opt
+        self.warping = self.iteration < self.warp_until
+        shard = (self.rank, self.world) if self.world > 1 else None
+        for ident, folder, flip in (("A", o.src, o.flip_src), ("B", o.dst, o.flip_dst)):
+            if ident in self.data:
+                self.data[ident].close()
+            ds = FaceSamples(folder, self.config.resolution, face_type=self.config.face_type, flip=flip,
+                             warp=self.warping, seed=o.seed, eyes_mouth_weight=o.eyes_mouth_weight)
+            self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
+                                           seed=o.seed * 1_000_003 + (ident == "B"),
+                                           pin_memory=self.device.type == "cuda", distributed=shard,
+                                           start=tuple(position.get(ident, (0, 0))))
 
     def _same_model_asked(self, manifest: dict) -> None:
         """--resume continues the saved model: a --preset or a model option (--arch, --ae-dims ...)
@@ -424,6 +438,10 @@ class Trainer:
         try:
             self._take_snapshot()
             while self.iteration < o.iters:
+                if self.warping and self.iteration >= self.warp_until:  # the sharpening phase starts
+                    self._open_data({k: v.position for k, v in self.data.items()})
+                    if self.main and not o.quiet:
+                        log.info(f"iteration {self.iteration}: sharpening without the random warp to {o.iters}")
                 a, b = self._to(next(self.data["A"])), self._to(next(self.data["B"]))
                 queued = self.step(a, b)
                 self.iteration += 1

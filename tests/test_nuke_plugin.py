@@ -235,7 +235,8 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
     assert re.findall(r"^Gizmo \{$", (PLUGIN / "gizmos" / "VfxSwap.gizmo").read_text(), re.M) == ["Gizmo {"]
     assert ended
     expected = {"vfxswap": 20, "model": 2, "faceset": 2, "out_dir": 2, "first_frame": 3, "last_frame": 3,
-                "face_type": 4, "color": 4, "mask": 4, "erode": 7, "blur": 7, "layers": 6, "render": 22,
+                "face_type": 4, "color": 4, "color_smooth": 7, "mask": 4, "erode": 7, "blur": 7, "layers": 6,
+                "all_faces": 6, "render": 22,
                 "status": 26}
     assert {name: knobs[name]["id"] for name in expected} == expected
     assert list(knobs)[0] == "vfxswap"  # the tab comes first

@@ -57,18 +57,21 @@ def test_build_job_reads_every_field(app, tmp_path):
     panel.color_combo.setCurrentText("mkl")
     panel.erode_spin.setValue(3.0)
     panel.blur_spin.setValue(1.5)
+    panel.color_smooth_spin.setValue(4.0)
+    panel.all_faces_check.setChecked(True)
     panel.comp_check.setChecked(True)
     panel.layers_check.setChecked(True)
     job = panel.build_job()
     assert (job.model, job.plates, job.faceset, job.out, job.frames) == (
         "/models/m1", "/shots/plate.####.exr", "/fs", str(tmp_path), "1001-1010")
-    assert job.options == {"mask": "hull", "color": "mkl", "erode": 3.0, "blur": 1.5, "layers": True,
-                           "comp": True, "preview": False}
+    assert job.options == {"mask": "hull", "color": "mkl", "erode": 3.0, "blur": 1.5, "color_smooth": 4.0,
+                           "all_faces": True, "layers": True, "comp": True, "preview": False}
     cmd = job.command()
     for flag, value in (("--mask", "hull"), ("--color", "mkl"), ("--erode", "3.0"), ("--blur", "1.5"),
                         ("--faceset", "/fs")):
         assert f"{flag}={value}" in cmd
     assert "--frames=1001-1010" in cmd  # one word: a pre-roll range such as -3-2 is not an option
+    assert "--color-smooth=4.0" in cmd and "--all-faces" in cmd
     assert "--comp" in cmd and "--layers" in cmd and "--preview" not in cmd
     assert job.outputs()["comp"].endswith("comp.####.exr")
 

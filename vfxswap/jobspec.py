@@ -243,7 +243,7 @@ class RenderOptions:
                                "mean/spread per channel; lct covariance; mkl least-change covariance; idt/sot "
                                "distribution transfer; none", choices=tuple(COLOR_MATCHES))
     color_smooth: float = option(2.0, "smooth the colour match along each face track: Gaussian sigma in frames "
-                                      "(0: each frame matched alone)")
+                                      "(0: each frame matched alone)", ui_range=(0, 10))
     name: str = option("face", "output file name before the frame number")
     skip_existing: bool = option(False, "keep frames already complete on disk")
     compression: str = option("zip", "EXR compression (zip, piz, dwaa[:level])")

@@ -158,17 +158,23 @@ class SwapPanel(QtWidgets.QWidget):
         self.color_combo = self._choice("color")
         self.erode_spin = self._number("erode")
         self.blur_spin = self._number("blur")
+        self.color_smooth_spin = self._number("color_smooth")
         mask_row = QtWidgets.QHBoxLayout()
         for label, widget in (("", self.mask_combo), ("erode", self.erode_spin), ("blur", self.blur_spin)):
             if label:
                 mask_row.addWidget(QtWidgets.QLabel(label))
             mask_row.addWidget(widget)
         form.addRow("Mask", mask_row)
-        form.addRow("Colour match", self.color_combo)
+        color_row = QtWidgets.QHBoxLayout()
+        for widget in (self.color_combo, QtWidgets.QLabel("smooth (frames)"), self.color_smooth_spin):
+            color_row.addWidget(widget)
+        form.addRow("Colour match", color_row)
 
         self.layers_check = self._check("layers", "layers (raw, matte, stmap)")
         self.comp_check = self._check("comp", "comp.####.exr")
         self.preview_check = self._check("preview", "preview.mp4")
+        self.all_faces_check = self._check("all_faces", "every face in the plates (default: only the model's B)")
+        form.addRow("Faces", self.all_faces_check)
         checks = QtWidgets.QHBoxLayout()
         for box in (self.layers_check, self.comp_check, self.preview_check):
             checks.addWidget(box)
@@ -244,6 +250,7 @@ class SwapPanel(QtWidgets.QWidget):
                 raise ValueError(f"no {name} given")
         options = {"mask": self.mask_combo.currentText(), "color": self.color_combo.currentText(),
                    "erode": self.erode_spin.value(), "blur": self.blur_spin.value(),
+                   "color_smooth": self.color_smooth_spin.value(), "all_faces": self.all_faces_check.isChecked(),
                    "layers": self.layers_check.isChecked(), "comp": self.comp_check.isChecked(),
                    "preview": self.preview_check.isChecked()}
         return RenderJob(model=model, plates=plates, out=out, faceset=self.faceset_edit.text().strip() or None,

@@ -281,9 +281,9 @@ def produce(a, work: Path, iters: int, a_stills: Path, a_held: Path, b_movie: Pa
             run(["extract", str(b_movie), "--out", str(work / "B_held"), "--frames", B_HELD], work / "extract_B_held.log"),
         ])
     model = work / "model"
-    common = ["--src", str(work / "A"), "--dst", str(work / "B"), "--model", str(model), "--seed", str(a.seed),
-              "--release-ref", RELEASE, "--preview-every", str(max(iters, 1)), *shlex.split(a.train_args)]
-    t["train"] = run(["train", "--iters", str(iters), *common], work / "train.log")
+    t["train"] = run(["train", "--src", str(work / "A"), "--dst", str(work / "B"), "--model", str(model),
+                      "--iters", str(iters), "--seed", str(a.seed), "--release-ref", RELEASE,
+                      "--preview-every", str(max(iters, 1)), *shlex.split(a.train_args)], work / "train.log")
     extra = shlex.split(a.render_args)
     # A's own footage is not the model's identity B: the render is asked for every face
     every = ["--all-faces"] if "--all-faces" in subprocess.check_output(

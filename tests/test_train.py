@@ -205,6 +205,15 @@ def test_sharpen_turns_the_warp_off_for_the_last_share_as_a_resume_with_no_warp_
     warped = Trainer(_options(a, b, tmp_path / "warped", iters=8, sharpen=0.0, **kw))
     assert warped.run() == 8
     assert not all(torch.equal(v, two[k]) for k, v in weights(tmp_path / "warped").items())  # the switch did something
+    # a roll-back to a good state from before the switch warps again until the switch
+    one.iteration = 3
+    one._follow_warp_schedule()
+    assert one.warping and one.data["A"].dataset.warp and one.data["B"].dataset.warp
+    one.iteration = 4
+    one._follow_warp_schedule()
+    assert not one.warping and not one.data["A"].dataset.warp
+    for loader in one.data.values():
+        loader.close()
     with pytest.raises(VfxSwapError, match="--sharpen 1.5"):
         _options(a, b, tmp_path / "bad", sharpen=1.5).check()
 

@@ -302,6 +302,18 @@ class Trainer:
                                            pin_memory=self.device.type == "cuda", distributed=shard,
                                            start=tuple(position.get(ident, (0, 0))))
 
+    def _follow_warp_schedule(self) -> None:
+        """Reopen the sample streams, at their positions, when the iteration has crossed
+        `warp_until`: forward into the sharpening phase, or back out of it after a roll-back to a
+        good state from before it."""
+        if self.warping == (self.iteration < self.warp_until):
+            return
+        self._open_data({k: v.position for k, v in self.data.items()})
+        if self.main and not self.opt.quiet:
+            phase = f"the random warp again until {self.warp_until}" if self.warping else \
+                f"sharpening without the random warp to {self.opt.iters}"
+            log.info(f"iteration {self.iteration}: {phase}")
+
     def _same_model_asked(self, manifest: dict) -> None:
         """--resume continues the saved model: a --preset or a model option (--arch, --ae-dims ...)
         asking for another one is refused (it would be silently ignored, and the manifest would
@@ -438,10 +450,7 @@ class Trainer:
         try:
             self._take_snapshot()
             while self.iteration < o.iters:
-                if self.warping and self.iteration >= self.warp_until:  # the sharpening phase starts
-                    self._open_data({k: v.position for k, v in self.data.items()})
-                    if self.main and not o.quiet:
-                        log.info(f"iteration {self.iteration}: sharpening without the random warp to {o.iters}")
+                self._follow_warp_schedule()
                 a, b = self._to(next(self.data["A"])), self._to(next(self.data["B"]))
                 queued = self.step(a, b)
                 self.iteration += 1

@@ -318,3 +318,21 @@ def test_upscales_keep_channels_last():
         rgb, _ = model(x, "A")
     assert seen and all(seen)
     assert rgb.shape == (2, 3, 64, 64)
+
+
+def test_the_mesh_face_backend_runs_on_the_device_as_on_cpu():
+    """MediaPipe's networks (graphnet) on the device: the same faces and points as on CPU, batched."""
+    import skimage.data
+
+    from vfxswap.faces.mesh_backend import MeshDetector, MeshLandmarker
+
+    image = skimage.data.astronaut()
+    cpu_found, dev_found = MeshDetector("cpu").detect_raw(image, 1), MeshDetector(DEVICE).detect_raw(image, 1)
+    assert len(cpu_found) == len(dev_found) >= 1
+    for (box, keypoints, score), (dbox, dkeypoints, dscore) in zip(cpu_found, dev_found):
+        assert np.abs(box - dbox).max() < 0.5 and np.abs(keypoints - dkeypoints).max() < 0.5 and abs(score - dscore) < 1e-3
+    box = cpu_found[0][0]
+    boxes = [box, box + np.array([3, 2, 3, 2], np.float32)]
+    cpu, dev = MeshLandmarker("cpu").measure(image, boxes), MeshLandmarker(DEVICE).measure(image, boxes)
+    for (p, d, s), (dp, dd, ds) in zip(cpu, dev):
+        assert np.abs(p - dp).max() < 0.1 and np.abs(d - dd).max() < 0.1 and abs(s - ds) < 1e-3

@@ -76,7 +76,7 @@ def test_a_failed_start_leaves_no_settings_behind(tmp_path):
         with pytest.raises(VfxSwapError):
             extract(str(src), str(out), options)
         assert not out.exists()  # checked before the faceset is made
-    with pytest.raises(VfxSwapError, match=r"^--detector nope: choose from auto, dlib, dlib-cnn, s3fd$"):
+    with pytest.raises(VfxSwapError, match=r"^--detector nope: choose from auto, dlib, dlib-cnn, mesh, s3fd$"):
         extract(str(stills), str(out), ExtractOptions(detector="nope", size=32))
     assert not out.exists()  # the detector failed to load: no faceset, not an empty one
     assert extract(str(stills), str(out), ExtractOptions(**OPTS)).faces == 1

@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.faces import DETECTORS, LANDMARKERS, backends
+from vfxswap.faces import DETECTORS, LANDMARKERS, backends, weights
 from vfxswap.faces.backends import load_detector, load_landmarker
 from vfxswap.faces.extract import detection_settings, extract, recorded_settings
 from vfxswap.faceset import Faceset
@@ -73,20 +73,26 @@ def test_the_dlib_landmarker_refits_a_box_off_its_convention(astronaut):
 def test_unknown_names_are_one_line_naming_the_choices(tmp_path):
     with pytest.raises(VfxSwapError) as err:
         ExtractOptions(detector="nope").check()
-    assert str(err.value) == "--detector nope: choose from auto, dlib, dlib-cnn, s3fd"
+    assert str(err.value) == "--detector nope: choose from auto, dlib, dlib-cnn, mesh, s3fd"
     with pytest.raises(VfxSwapError) as err:
         load_detector("nope")
     assert "\n" not in str(err.value) and "nope" in str(err.value)
     assert all(name in str(err.value) for name in DETECTORS)
-    with pytest.raises(VfxSwapError, match="landmarker.*choose from dlib, fan"):
+    with pytest.raises(VfxSwapError, match="landmarker.*choose from dlib, mesh, fan"):
         load_landmarker("hog")
 
 
-def test_auto_picks_face_alignment_only_when_its_weights_are_cached(tmp_path, monkeypatch, caplog):
+def test_auto_picks_the_mesh_and_without_it_face_alignment_only_when_its_weights_are_cached(tmp_path, monkeypatch,
+                                                                                            caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     monkeypatch.setenv("VFXSWAP_MODELS", str(tmp_path / "models"))
     caplog.set_level(logging.INFO, logger="vfxswap")
+    assert backends.resolve("detector") == "mesh" and backends.resolve("landmarker") == "mesh"
+    assert any("face detector: mesh" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(weights, "mesh_models_dir", lambda: tmp_path / "no-mesh-models")  # a broken install
+    caplog.clear()
     assert backends.resolve("detector") == "dlib" and backends.resolve("landmarker") == "dlib"
+    assert any("not mesh: missing blazeface_full.safetensors" in r.getMessage() for r in caplog.records)
     assert any("face detector: dlib" in r.getMessage() and "not s3fd" in r.getMessage() for r in caplog.records)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "s3fd-619a316812.pth").write_bytes(b"")  # only seen, never loaded here

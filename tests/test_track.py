@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfxswap.faces.track import (Detection, assign_tracks, box_iou, face_size, jitter, lag, sampling_step,
-                                 smooth_detections, smooth_track)
+from vfxswap.faces.track import (FILL_MAX_GAP, Detection, assign_tracks, box_iou, face_size, fill_gaps, jitter, lag,
+                                 sampling_step, smooth_detections, smooth_track)
 
 
 def synthetic_face(size: float = 200.0) -> np.ndarray:
@@ -316,3 +316,59 @@ def test_smooth_detections_per_track(rng):
     expected = smooth_track(np.array([dets[k].frame for k in b]), np.stack([dets[k].landmarks for k in b]))
     assert np.allclose(np.stack([out[k] for k in b]), expected)
     assert all(o.shape == (68, 2) for o in out)
+
+
+# --- gap filling ---------------------------------------------------------------------------
+
+def track_with_gap(rng, frames):
+    """Noisy landmarks and boxes on the given frames (a track as the smoother hands it over)."""
+    points = noisy(wandering_face(len(frames)), rng)
+    boxes = np.concatenate([points.min(axis=1), points.max(axis=1)], -1)
+    return np.asarray(frames), points, boxes
+
+
+def test_fill_gaps_interpolates_a_short_gap_linearly(rng):
+    frames, points, boxes = track_with_gap(rng, [f for f in range(1001, 1021) if f not in (1009, 1010, 1011)])
+    before, after = list(frames).index(1008), list(frames).index(1012)
+    filled = fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP)
+    assert [f for f, _, _ in filled] == [1009, 1010, 1011]
+    for k, (frame, pts, box) in enumerate(filled, start=1):
+        t = k / 4
+        assert np.array_equal(pts, (1 - t) * points[before] + t * points[after])
+        assert np.array_equal(box, (1 - t) * boxes[before] + t * boxes[after])
+        assert pts.shape == (68, 2) and box.shape == (4,)
+    # A straight-line move is reproduced exactly, and the input order does not matter.
+    line = FACE[None] + np.arange(20)[:, None, None] * [3.0, -1.5]
+    keep = np.r_[0:8, 11:20]
+    shuffle = rng.permutation(len(keep))
+    refilled = fill_gaps(keep[shuffle], line[keep][shuffle], boxes[:len(keep)], max_gap=FILL_MAX_GAP)
+    assert np.allclose(np.stack([p for _, p, _ in refilled]), line[8:11], atol=1e-9)
+
+
+def test_fill_gaps_leaves_long_gaps(rng):
+    frames, points, boxes = track_with_gap(rng, [*range(0, 10), *range(16, 20), *range(24, 30)])  # 6 then 4 missing
+    filled = fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP)
+    assert [f for f, _, _ in filled] == [20, 21, 22, 23]
+    assert fill_gaps(frames, points, boxes, max_gap=6)[0][0] == 10
+
+
+def test_fill_gaps_follows_the_sampling_step(rng):
+    frames, points, boxes = track_with_gap(rng, [0, 2, 4, 6, 8, 12, 14])
+    filled = fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP, step=2)
+    assert [f for f, _, _ in filled] == [10]  # 9 and 11 were never extracted
+    assert np.allclose(filled[0][1], 0.5 * (points[4] + points[5]), rtol=0, atol=1e-9)
+    assert fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP, step=4) == []  # 8 and 12 are neighbours
+    assert [f for f, _, _ in fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP)] == [1, 3, 5, 7, 9, 10, 11, 13]
+
+
+def test_fill_gaps_only_where_the_source_has_frames(rng):
+    frames, points, boxes = track_with_gap(rng, [0, 1, 2, 5, 6])
+    filled = fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP, available={0, 1, 2, 4, 5, 6})
+    assert [f for f, _, _ in filled] == [4]
+    assert np.allclose(filled[0][1], (points[2] + 2 * points[3]) / 3, rtol=0, atol=1e-9)  # still between 2 and 5
+
+
+def test_fill_gaps_nothing_to_fill(rng):
+    frames, points, boxes = track_with_gap(rng, range(1001, 1021))
+    assert fill_gaps(frames, points, boxes, max_gap=FILL_MAX_GAP) == []
+    assert fill_gaps(frames[:1], points[:1], boxes[:1], max_gap=FILL_MAX_GAP) == []

@@ -63,25 +63,27 @@ class ExtractOptions:
 
     frames: str | None = option(None, "frames to extract, e.g. 1001-1100, 1001-1100x2, 1001,1005")
     start: int = option(1001, "frame number of a movie's first frame")
-    detector: str = option("auto", "face detector: auto = s3fd when face-alignment's weights are cached, "
-                                   "else dlib (HOG); dlib-cnn is dlib's MMOD CNN",
-                           choices=("auto", *DETECTORS))
-    landmarker: str = option("auto", "68-point landmarker: auto = fan when face-alignment's weights are cached, "
-                                     "else dlib", choices=("auto", *LANDMARKERS))
+    detector: str = option("auto", "face detector: auto = mesh (MediaPipe BlazeFace, ships with vfxswap), else "
+                                   "s3fd when face-alignment's weights are cached, else dlib (HOG); dlib-cnn is "
+                                   "dlib's MMOD CNN", choices=("auto", *DETECTORS))
+    landmarker: str = option("auto", "68-point landmarker: auto = mesh (MediaPipe Face Mesh + iris, 478 points kept, "
+                                     "68 from them), else fan when face-alignment's weights are cached, else dlib",
+                             choices=("auto", *LANDMARKERS))
     device: str = option("cpu", "torch device for the detector and landmarker networks (cpu, cuda)")
     face_type: str = option("whole_face", "aligned face type: how much of the head the crop holds",
                             choices=tuple(FACE_TYPES))
     size: int = option(256, "aligned crop size in pixels")
     max_faces: int | None = option(None, "keep at most this many faces per frame (most confident)")
     min_size: float | None = option(None, "smallest face wanted, plate pixels (default: what the detector finds "
-                                          "at --detect-side, about 80 px there; smaller costs time)")
+                                          "at --detect-side: about 80 px there for dlib, 1/15 of it for mesh; "
+                                          "smaller costs time)")
     min_score: float | None = option(None, "detector confidence to keep a face (default: the detector's own: "
-                                           "dlib 0, dlib-cnn 0.3, s3fd 0.5)")
+                                           "dlib 0, dlib-cnn 0.3, mesh 0.5, s3fd 0.5)")
     smooth: float = option(1.0, "temporal smoothing strength (0 = off, 1 = default)")
     detect_side: int = option(960, "longest side of the detector's working image")
-    detect_every: int = option(4, "full-frame detection at least every N frames; between them faces are searched "
-                                  "near where they were, and faces that enter are looked for back to where they "
-                                  "appear (1: every frame)")
+    detect_every: int = option(4, "full-frame detection at least every N frames; between them faces are followed "
+                                  "by the mesh's own tracking, or searched near where they were, and faces that "
+                                  "enter are looked for back to where they appear (1: every frame)")
     plate_space: str | None = option(None, "plate colour space (default: from the header, else scene_linear)")
     ocio: str | None = option(None, "OCIO config (path or ocio:// URI)")
     debug_dir: str | None = option(None, "write frames with boxes and landmarks drawn here")

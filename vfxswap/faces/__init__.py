@@ -16,10 +16,12 @@ from vfxswap.registry import Registry
 DETECTORS = Registry("face detector", {
     "dlib": "vfxswap.faces.dlib_backend:HogDetector",  # HOG + linear SVM; offline, the default here
     "dlib-cnn": "vfxswap.faces.dlib_backend:MmodDetector",  # dlib's MMOD CNN; offline, slower
+    "mesh": "vfxswap.faces.mesh_backend:MeshDetector",  # MediaPipe BlazeFace full range, in torch; ships with vfxswap
     "s3fd": "vfxswap.faces.fan_backend:S3fdDetector",  # face-alignment's S3FD; needs its weights cached
 })
 LANDMARKERS = Registry("landmarker", {
     "dlib": "vfxswap.faces.dlib_backend:ShapePredictor",  # iBUG 68-point regression trees; offline
+    "mesh": "vfxswap.faces.mesh_backend:MeshLandmarker",  # MediaPipe Face Mesh + Iris (478 points), in torch
     "fan": "vfxswap.faces.fan_backend:FanLandmarker",  # face-alignment's 2D-FAN-4; needs its weights cached
 })
 

@@ -13,8 +13,14 @@ that drew the box (box conventions differ; see `dlib_backend`). Constructors tak
 Either may have a classmethod `available() -> (bool, why)` (its package and model files are
 here; loads nothing), which `auto` and `vfxswap doctor` ask.
 
-`auto` picks the first of AUTO[kind] that can load here (face-alignment's when its weights are
-cached, else dlib's: offline, the default here and in CI) and logs which and why.
+A landmarker may also have `measure(image, boxes) -> [(68 points, dense points, presence)]`
+(batched, with its dense points and how sure it is a face is there: below its `min_presence` the
+face is dropped) and `track(image, dense_points) -> same`, which follows a face from its last
+dense points without a detector; the extractor uses them when they are there.
+
+`auto` picks the first of AUTO[kind] that can load here (MediaPipe's, which ships inside vfxswap,
+unless its files are missing; then face-alignment's when its weights are cached, else dlib's)
+and logs which and why.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from vfxswap.registry import Registry
 log = logging.getLogger("vfxswap")
 
 # kind -> the preference order of `auto` (each name an entry of that kind's registry)
-AUTO = {"detector": ("s3fd", "dlib"), "landmarker": ("fan", "dlib")}
+AUTO = {"detector": ("mesh", "s3fd", "dlib"), "landmarker": ("mesh", "fan", "dlib")}
 REGISTRIES: dict[str, Registry] = {"detector": DETECTORS, "landmarker": LANDMARKERS}
 
 

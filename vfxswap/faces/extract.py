@@ -201,17 +201,22 @@ class Extractor:
             _, _, plate = self.prepare(source, frame, image)
         min_score = self.detector.min_score if self.opt.min_score is None else self.opt.min_score
         previous = self._previous.get(source, {})
-        found, full = self._find(source, pipe, plate, previous, min_score, f"{source} frame {frame}")
-        rows: list[FaceRow] = []
-        for face in found:
-            box = face.box
-            if box[2] - box[0] < (self.opt.min_size or 0) or face.score < min_score:
-                continue
-            rows.append(self._measure(pipe, image, plate, FaceRow(source, frame, len(rows), box.astype(np.float32),
-                                                                  np.zeros((68, 2), np.float32), score=face.score),
-                                      previous))
-            if self.opt.max_faces and len(rows) >= self.opt.max_faces:
-                break
+        rows = self._follow(source, frame, pipe, image, plate, previous)
+        full = False
+        if rows is None:
+            found, full = self._find(source, pipe, plate, previous, min_score, f"{source} frame {frame}")
+            rows = []
+            for face in found:
+                box = face.box
+                if box[2] - box[0] < (self.opt.min_size or 0) or face.score < min_score:
+                    continue
+                row = self._measure(pipe, image, plate, FaceRow(source, frame, len(rows), box.astype(np.float32),
+                                                                np.zeros((68, 2), np.float32), score=face.score),
+                                    previous)
+                if row is not None:
+                    rows.append(row)
+                if self.opt.max_faces and len(rows) >= self.opt.max_faces:
+                    break
         self._previous[source] = {r.face_index: r for r in rows}
         since = self._since_full.get(source, 0)
         if full and since > 0:
@@ -223,21 +228,60 @@ class Extractor:
         self._since_full[source] = 0 if full else self._since_full.get(source, 0) + 1
         return rows
 
-    def _measure(self, pipe: ColorPipeline, image: Image, plate: np.ndarray, row: FaceRow, previous: dict) -> FaceRow:
+    def _follow(self, source: str, frame: int, pipe: ColorPipeline, image: Image, plate: np.ndarray,
+                previous: dict) -> list[FaceRow] | None:
+        """Last frame's faces followed by the landmarker's own tracking (Face Mesh on the region
+        its last points give: cheaper and steadier than detecting again), between full
+        detections; None when it cannot (no such landmarker, no dense points, time for a full
+        detection) or when one face is lost, and the caller detects instead."""
+        since = self._since_full.get(source)
+        if (not previous or since is None or since + 1 >= self.opt.detect_every
+                or not hasattr(self.landmarker, "track") or any(p.dense is None for p in previous.values())):
+            return None
+        rows = []
+        for p in sorted(previous.values(), key=lambda r: r.face_index):
+            row = FaceRow(source, frame, len(rows), p.box.copy(), np.zeros((68, 2), np.float32), score=p.score)
+            row = self._measure(pipe, image, plate, row, previous, follow=p)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
+
+    def _measure(self, pipe: ColorPipeline, image: Image, plate: np.ndarray, row: FaceRow, previous: dict,
+                 follow: FaceRow | None = None) -> FaceRow | None:
         """Landmarks (on a display crop around the face, reduced to LANDMARK_SIDE when larger),
-        identity, and the plate region pass 2 needs, for one detected face."""
+        identity, and the plate region pass 2 needs, for one detected face; or for a face
+        followed from last frame's `follow` (its box then moves with the points). None: the
+        landmarker says there is no face there (a false detection, or a followed face lost)."""
         h, w = plate.shape[:2]
         box = row.box
-        x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
+        x0, y0, x1, y1 = _clip_box(box, w, h, getattr(self.landmarker, "crop_margin", LANDMARK_MARGIN))
         r = min(1.0, LANDMARK_SIDE / max(1.0, float(box[2] - box[0])))
         with self.clock("colour"):
             size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))
             crop = self._view(pipe, plate[y0:y1, x0:x1], size, f"{row.source} frame {row.frame}")
         r = crop.shape[1] / (x1 - x0)
         origin = np.array([x0, y0], np.float32)
+        dense, present = None, True
         with self.clock("landmarks"):
-            local = self.landmarker.landmarks(crop, (box - np.tile(origin, 2)) * r, detector=self.detector.name)
+            if follow is not None:
+                local, dense, presence = self.landmarker.track(crop, [(follow.dense - origin) * r])[0]
+                present = presence >= self.landmarker.min_presence
+            elif hasattr(self.landmarker, "measure"):
+                local, dense, presence = self.landmarker.measure(crop, [(box - np.tile(origin, 2)) * r])[0]
+                present = presence >= self.landmarker.min_presence
+            else:
+                local = self.landmarker.landmarks(crop, (box - np.tile(origin, 2)) * r, detector=self.detector.name)
+        if not present:
+            return None
         row.landmarks_raw = (local / r + origin).astype(np.float32)
+        if dense is not None:
+            row.dense = (dense / r + origin).astype(np.float32)
+        if follow is not None:  # the box moves and scales with the face
+            before, after = follow.landmarks_raw, row.landmarks_raw
+            k = float(track.face_size(after[None])[0] / max(1e-6, track.face_size(before[None])[0]))
+            c0 = np.tile((follow.box[:2] + follow.box[2:]) / 2, 2)
+            row.box = ((follow.box - c0) * k + c0 + np.tile(after.mean(0) - before.mean(0), 2)).astype(np.float32)
         with self.clock("identity"):
             self._identify(row, crop, local, previous)
         self._cache_region(row, image)
@@ -265,7 +309,8 @@ class Extractor:
                     break  # already there
                 row = FaceRow(source, g, len(existing), box.astype(np.float32), np.zeros((68, 2), np.float32),
                               score=hit.score)
-                self._measure(self._pipes[source], image, plate, row, {})
+                if self._measure(self._pipes[source], image, plate, row, {}) is None:
+                    break
                 self.fs.record_detections(source, g, existing + [row])
                 added += 1
         return added
@@ -290,7 +335,7 @@ class Extractor:
             view = self._view(pipe, plate, _size(w, h, self.opt.detect_side), where)
         scale = view.shape[1] / w
         with self.clock("detect"):
-            faces = self.detector.detect(view, self._upsample(source, scale))
+            faces = self.detector.detect(view, self._upsample(source, scale, max(view.shape[:2])))
         for f in faces:
             f.box = f.box / scale
         return faces, True
@@ -357,13 +402,15 @@ class Extractor:
         self._cached_bytes += region.nbytes
         self._regions[(row.source, row.frame, row.face_index)] = ((x0, y0, x1, y1), (h, w), region)
 
-    def _upsample(self, source: str, scale: float) -> int:
-        """A detector with a native minimum (HOG: ~80 px) finds faces of that size and up in the
-        working image, i.e. native_min_face/scale plate pixels. Only a smaller --min-size pays
-        for upsampling (each step doubles the image); detectors without one are not upsampled."""
-        if self.detector.native_min_face is None:
+    def _upsample(self, source: str, scale: float, side: int) -> int:
+        """A detector with a native minimum (HOG: ~80 px; BlazeFace: 1/15 of the working image's
+        longer `side`) finds faces of that size and up in the working image, i.e. that over `scale`
+        in plate pixels. Only a smaller --min-size pays for upsampling (each step doubles the
+        image, or halves BlazeFace's tiles); detectors without one are not upsampled."""
+        native = self.detector.native_min_face or side * getattr(self.detector, "native_min_fraction", 0)
+        if not native:
             return 0
-        reach = self.detector.native_min_face / scale
+        reach = native / scale
         want = self.opt.min_size or reach
         upsample = 0 if want >= reach else 1 if want * 2 >= reach else 2
         if not self._told:  # once a run: the reach is the same for every source of one size
@@ -375,6 +422,9 @@ class Extractor:
     # --- pass 2: tracks, smoothing, alignment -------------------------------------------
 
     def assign_and_smooth(self, source: str, still: bool) -> list[FaceRow]:
+        """Track ids, smoothed landmarks, and faces filled in over short gaps of each track."""
+        if not still:
+            self.fs.drop_filled(source)  # derived from the tracks: made again from them below
         faces = self.fs.faces("source = ?", (source,))
         if not faces:
             return faces
@@ -398,7 +448,36 @@ class Extractor:
             smoothed = track.smooth_track(frames, raw, self.opt.smooth, step)
             for f, pts in zip(members, smoothed):
                 f.landmarks = pts.astype(np.float32)
-        return faces
+        filled = self._fill_gaps(source, faces, step)
+        return faces + filled
+
+    def _fill_gaps(self, source: str, faces: list[FaceRow], step: int) -> list[FaceRow]:
+        """Faces for the few frames inside a track where neither detection nor tracking found
+        it (a blur, a hand passing, a moment at the frame edge): the smoothed landmarks and box
+        interpolated across the gap, stored with `filled` = 1 and said in the log, so the layer
+        is not empty there and the plate's face does not pop back. Longer gaps split the track."""
+        looked = set(self.fs.frame_stage(source))
+        taken: dict[int, int] = {}
+        for f in faces:
+            taken[f.frame] = max(taken.get(f.frame, -1), f.face_index)
+        added, tracks = [], set()
+        for tid in sorted({f.track_id for f in faces}):
+            members = sorted((f for f in faces if f.track_id == tid), key=lambda f: f.frame)
+            gaps = track.fill_gaps(np.array([f.frame for f in members]), np.stack([f.landmarks for f in members]),
+                                   np.stack([f.box for f in members]), max_gap=track.FILL_MAX_GAP, step=step,
+                                   available=looked)
+            embedding = next((f.embedding for f in members if f.embedding is not None), None)
+            for frame, points, box in gaps:
+                taken[frame] = taken.get(frame, -1) + 1
+                added.append(FaceRow(source, frame, taken[frame], box.astype(np.float32), points.astype(np.float32),
+                                     track_id=tid, landmarks=points.astype(np.float32), embedding=embedding,
+                                     embedded=0, filled=1))
+                tracks.add(tid)
+        if added:
+            self.fs.add_filled(source, added)
+            log.info("%s: %d face(s) filled in over short gaps of %d track(s) (frames %s)", Path(source).name, len(added),
+                     len(tracks), format_frames(sorted({f.frame for f in added})))
+        return added
 
     def align_frame(self, source: str, frame: int, faces: list[FaceRow], image: Image | None) -> bool:
         """Cut every face of one frame from the plate in the model encoding and write its EXR

@@ -4,6 +4,7 @@
   identity embedding), re-identifying a face that comes back after a short occlusion.
 - `smooth_track`: zero-phase, motion-adaptive smoothing of one track's (T, 68, 2) landmarks.
   A shot is processed whole, so the filter looks both ways and real motion does not lag.
+- `fill_gaps`: a track's landmarks and box interpolated over the few frames it went undetected.
 - `jitter`, `lag`, `face_size`: the measures the smoothing is judged by, in face-size units so
   numbers mean the same at 720p and 8K.
 
@@ -357,3 +358,40 @@ def smooth_detections(detections: list[Detection], track_ids: list[int], strengt
         for i, smoothed in zip(members, smooth_track(frames, points, strength, step)):
             out[i] = smoothed
     return out
+
+
+# --- gap filling -------------------------------------------------------------------------
+
+# Longest run of missing frames `fill_gaps` fills: assign_tracks (max_gap=5) keeps a track
+# through up to 4 missing frames, and those are the gaps to fill; longer ones split the track.
+FILL_MAX_GAP = 4
+
+
+def fill_gaps(frames: np.ndarray, points: np.ndarray, boxes: np.ndarray, *, max_gap: int, step: int = 1,
+              available: set[int] | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(frame, points, box) for each frame one track misses inside a short gap, in frame order.
+
+    Why: a frame where the detector lost the face for a moment (blur, a hand passing) has no
+    face row, so the rendered layer is empty there and the plate's own face pops back for a
+    frame or two. `frames` (T,) are the track's frame numbers, `points` (T, 68, 2) its smoothed
+    landmarks, `boxes` (T, 4) its boxes. A run of at most `max_gap` missing sampled frames
+    (every `step`-th frame) between two detections is filled, points and box linear between
+    the two; longer gaps are left alone (the tracker splits the track there anyway), and so
+    is any frame not in `available` (the frames the source has; None: all).
+    """
+    frames = np.asarray(frames).reshape(-1)
+    if not len(frames) == len(points) == len(boxes):
+        raise ValueError(f"fill_gaps: {len(frames)} frames, {len(points)} landmark sets, {len(boxes)} boxes")
+    order = np.argsort(frames, kind="stable")
+    frames, points, boxes = frames[order], np.asarray(points)[order], np.asarray(boxes)[order]
+    filled = []
+    for i in range(len(frames) - 1):
+        f0, f1 = int(frames[i]), int(frames[i + 1])
+        missing = range(f0 + step, f1, step)
+        if len(missing) > max_gap:
+            continue
+        for frame in missing:
+            if available is None or frame in available:
+                t = (frame - f0) / (f1 - f0)
+                filled.append((frame, (1 - t) * points[i] + t * points[i + 1], (1 - t) * boxes[i] + t * boxes[i + 1]))
+    return filled

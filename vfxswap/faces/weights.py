@@ -5,6 +5,8 @@
   `__init__` imports `pkg_resources`, so we find the files through the import system instead.
 - `fan`: face-alignment's S3FD detector and 2D-FAN landmark weights, looked up in
   `$VFXSWAP_MODELS` and then the torch hub cache (where face-alignment itself keeps them).
+- `mesh`: MediaPipe's BlazeFace, Face Mesh and Iris, converted to vfxswap graphs that ship inside
+  this package (`faces/mesh_models`, Apache-2.0): always offline; needs torch and safetensors.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ DLIB_FILES = {
     "landmarks68": "shape_predictor_68_face_landmarks.dat",
     "mmod_detector": "mmod_human_face_detector.dat",
     "recognition": "dlib_face_recognition_resnet_model_v1.dat",
+}
+MESH_FILES = {
+    "detector": "blazeface_full.safetensors",
+    "mesh": "face_mesh.safetensors",
+    "iris": "iris.safetensors",
+    "map68": "map68.json",
 }
 FAN_FILES = {
     "s3fd": "s3fd-619a316812.pth",
@@ -85,7 +93,23 @@ def _fan_status() -> BackendStatus:
     return BackendStatus("fan", ok, detail, files)
 
 
-_GROUPS = {"dlib": (_dlib_status, DLIB_FILES, "dlib"), "fan": (_fan_status, FAN_FILES, "face_alignment")}
+def mesh_models_dir() -> Path:
+    return Path(__file__).with_name("mesh_models")
+
+
+def _mesh_status() -> BackendStatus:
+    folder = mesh_models_dir()
+    files = _find(MESH_FILES, [folder])
+    missing = sorted(set(MESH_FILES) - set(files))
+    has_torch = importlib.util.find_spec("torch") is not None
+    ok = has_torch and not missing
+    detail = (f"models in {folder}" if ok else "torch is not installed" if not has_torch
+              else f"missing {', '.join(MESH_FILES[m] for m in missing)} in {folder} (a broken install: reinstall vfxswap)")
+    return BackendStatus("mesh", ok, detail, files)
+
+
+_GROUPS = {"dlib": (_dlib_status, DLIB_FILES, "dlib"), "fan": (_fan_status, FAN_FILES, "face_alignment"),
+           "mesh": (_mesh_status, MESH_FILES, "torch")}
 
 
 def backend_status() -> list[BackendStatus]:
@@ -95,7 +119,8 @@ def backend_status() -> list[BackendStatus]:
 
 def ready(group: str, *keys: str) -> tuple[bool, str, dict[str, Path]]:
     """Whether one detector or landmarker can load here: `group`'s package ("dlib": dlib,
-    "fan": face-alignment) and the model files `keys` (of DLIB_FILES / FAN_FILES) are present.
+    "fan": face-alignment, "mesh": torch) and the model files `keys` (of DLIB_FILES / FAN_FILES /
+    MESH_FILES) are present.
     Returns (ready, one line saying where or what is missing, the files found). Loads nothing
     (the dlib group does not import torch either)."""
     status, names, package = _GROUPS[group]
@@ -106,6 +131,8 @@ def ready(group: str, *keys: str) -> tuple[bool, str, dict[str, Path]]:
     if not missing:
         where = sorted({str(found.files[k].parent) for k in keys})
         return True, f"in {', '.join(where)}" if where else f"built into {package}", found.files
+    if group == "mesh":
+        return False, found.detail, found.files
     if group == "dlib":
         return False, f"missing {', '.join(missing)} (pip install face-recognition-models)", found.files
     return False, (f"weights not cached ({', '.join(missing)}; looked in {', '.join(map(str, fan_search_dirs()))}); "

@@ -8,12 +8,14 @@
 A frame is recorded in `frames` in the same transaction as its faces, including frames with no
 face (an empty, not failed, row), so an interrupted extraction resumes where it stopped and
 never duplicates a row. Face images are written atomically before their rows; a stray image
-without a row is simply rewritten next time.
+without a row is simply rewritten next time. A faceset of an older schema is brought up to
+date in place when opened (see `_ADDED_COLUMNS`); one of a newer schema is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ import numpy as np
 
 from vfxswap.errors import VfxSwapError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "faceset.db"
+
+log = logging.getLogger("vfxswap")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,13 +55,21 @@ CREATE TABLE IF NOT EXISTS faces (
     face_size REAL,               -- plate pixels (see faces.track.face_size)
     excluded INTEGER NOT NULL DEFAULT 0,
     rank INTEGER,
+    -- schema 2 (last, where ALTER TABLE puts them when a schema 1 faceset is migrated):
+    dense BLOB,                   -- float32 (N, 2) plate pixels, the landmarker's dense points as
+                                  -- detected (Face Mesh: 478 = 468 surface + 2 x 5 iris); NULL for dlib
+    filled INTEGER NOT NULL DEFAULT 0,  -- 1: no face detected in this frame, interpolated from its track
     UNIQUE (source, frame, face_index));
 CREATE INDEX IF NOT EXISTS faces_track ON faces (source, track_id, frame);
 """
 
+# Columns added since schema 1 and their definitions: an older faceset gets them in place.
+_ADDED_COLUMNS = {"dense": "BLOB", "filled": "INTEGER NOT NULL DEFAULT 0"}
+
+# dtype and shape of each array column; -1: as many points as the landmarker gave.
 _ARRAYS = {"box": (np.float32, (4,)), "landmarks_raw": (np.float32, (68, 2)), "landmarks": (np.float32, (68, 2)),
            "aligned_landmarks": (np.float32, (68, 2)), "matrix": (np.float64, (2, 3)),
-           "embedding": (np.float32, (128,))}
+           "embedding": (np.float32, (128,)), "dense": (np.float32, (-1, 2))}
 
 
 def _pack(name: str, value):
@@ -87,6 +99,7 @@ class FaceRow:
     track_id: int | None = None
     landmarks: np.ndarray | None = None
     aligned_landmarks: np.ndarray | None = None
+    dense: np.ndarray | None = None
     matrix: np.ndarray | None = None
     face_type: str | None = None
     size: int | None = None
@@ -99,6 +112,7 @@ class FaceRow:
     roll: float | None = None
     face_size: float | None = None
     excluded: int = 0
+    filled: int = 0
     rank: int | None = None
     id: int | None = None
     extra: dict = field(default_factory=dict)
@@ -126,12 +140,30 @@ class Faceset:
             if version is None:
                 self.set_meta("schema_version", SCHEMA_VERSION)
             self.db.commit()
+            if version is not None and int(version) < SCHEMA_VERSION:
+                self._migrate()
         except sqlite3.DatabaseError as exc:  # damaged, not a database, locked, unwritable
             self.db.close()
             raise VfxSwapError(f"{db}: cannot open the faceset database ({exc})") from None
         if version is not None and int(version) > SCHEMA_VERSION:
             self.db.close()
             raise VfxSwapError(f"{self.folder}: faceset schema {version} is newer than this vfxswap ({SCHEMA_VERSION})")
+
+    def _migrate(self) -> None:
+        """Bring an older faceset to SCHEMA_VERSION in place, in one transaction. The write lock
+        is taken first and the version read again, so two processes opening it at once migrate
+        it once."""
+        with self.transaction() as db:
+            db.execute("BEGIN IMMEDIATE")  # ALTER TABLE alone would not open a transaction
+            version = int(self.meta("schema_version"))
+            if version >= SCHEMA_VERSION:
+                return
+            have = {r[1] for r in db.execute("PRAGMA table_info(faces)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE faces ADD COLUMN {name} {definition}")
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        log.info("%s: faceset schema %d -> %d (dense landmarks, filled faces)", self.folder, version, SCHEMA_VERSION)
 
     def __enter__(self) -> "Faceset":
         return self
@@ -202,7 +234,33 @@ class Faceset:
     def _insert(self, db, face: FaceRow) -> None:
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
-        db.execute(f"INSERT INTO faces ({cols}) VALUES ({marks})", [_pack(c, getattr(face, c)) for c in _COLUMNS])
+        face.id = db.execute(f"INSERT INTO faces ({cols}) VALUES ({marks})",
+                             [_pack(c, getattr(face, c)) for c in _COLUMNS]).lastrowid
+
+    def _count_faces(self, db, source: str, frames) -> None:
+        for frame in frames:
+            db.execute("UPDATE frames SET faces = (SELECT COUNT(*) FROM faces WHERE source = ? AND frame = ?) "
+                       "WHERE source = ? AND frame = ?", (source, frame, source, frame))
+
+    def add_filled(self, source: str, faces: list[FaceRow]) -> None:
+        """Add faces filled in along a track (`filled` = 1) beside a frame's detected ones, in one
+        transaction; their frames go back to 'detected' so the align pass cuts them. Sets ids."""
+        with self.transaction() as db:
+            for face in faces:
+                self._insert(db, face)
+            frames = sorted({f.frame for f in faces})
+            self._count_faces(db, source, frames)
+            db.executemany("UPDATE frames SET stage = 'detected' WHERE source = ? AND frame = ?",
+                           [(source, f) for f in frames])
+
+    def drop_filled(self, source: str) -> None:
+        """Remove a source's filled-in faces (derived from its tracks, so made again each time
+        they are tracked), in one transaction."""
+        with self.transaction() as db:
+            frames = [r[0] for r in db.execute("SELECT DISTINCT frame FROM faces WHERE source = ? AND filled = 1",
+                                               (source,))]
+            db.execute("DELETE FROM faces WHERE source = ? AND filled = 1", (source,))
+            self._count_faces(db, source, frames)
 
     def update_faces(self, faces: list[FaceRow], columns: list[str]) -> None:
         """Write `columns` of existing rows (matched by id) in one transaction."""

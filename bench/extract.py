@@ -1,7 +1,8 @@
 """Extraction benchmark: frames/s of `extract` on 1080p scene-linear plates, and where the time goes.
 
-Run:  python bench/extract.py [--frames 24] [--detector dlib|dlib-cnn|s3fd] [--landmarker dlib|fan]
+Run:  python bench/extract.py [--frames 24] [--detector dlib|dlib-cnn|mesh|s3fd] [--landmarker dlib|mesh|fan]
                               [--device cpu|cuda] [--size 256] [--detect-side 960] [--workdir DIR] [--json out.json]
+                              [--against DETECTOR:LANDMARKER]
 
 Plates (made once, untimed): N frames of the real GRID clip (one talking face), sRGB code values
 -> scene-linear ACEScg (OCIO), 360x288 scaled to 1350x1080 and centred on a dark-grey 1920x1080
@@ -14,10 +15,13 @@ numba, OCIO, detector and landmarker models and the identity network, which are 
 Figures: fps = frames / wall of the timed call (target >= 8 on this 2-core machine); ms/frame per
 stage from report.timings, summed over the extractor's threads; `decode` is the main thread's
 wait for the read-ahead reader (plates are read once: pass 2 reuses regions kept from pass 1).
-Between full detections (every 4th frame) faces are searched near where they were. Baseline, same process, same frames (medians): `raw read` = OpenImageIO read_image("float");
+Between full detections (every 4th frame) faces are followed by the mesh landmarker's own tracking, or
+searched near where they were (other landmarkers). Baseline, same process, same frames (medians): `raw read` = OpenImageIO read_image("float");
 `bare view` = ColorPipeline.to_display at the working size; `bare HOG` = dlib's frontal detector
 (upsample 0) on that view. Ratios to them show how much of a frame is I/O and how much detection.
-Timings are noisy; ratios are the result. Exits 0 whatever the result; it is a report.
+`--against dlib:dlib` extracts the same plates again with that pair in the same process and prints
+the frames/s ratio and both landmark jitters (faces.track.jitter of the longest track, raw and
+smoothed, in face sizes). Timings are noisy; ratios are the result. Exits 0 whatever the result; it is a report.
 """
 
 from __future__ import annotations
@@ -107,7 +111,24 @@ def run_extract(pattern: str, out: Path, opts: ExtractOptions) -> dict:
     rep = extract(pattern, str(out), opts)
     wall = now() - t0
     return {"wall_s": wall, "timings_s": rep.timings, "frames_detected": rep.frames_detected,
-            "frames_aligned": rep.frames_aligned, "faces": rep.faces, "failed": rep.failed}
+            "frames_aligned": rep.frames_aligned, "faces": rep.faces, "failed": rep.failed, **shake(out)}
+
+
+def shake(faceset: Path) -> dict:
+    """Landmark jitter (faces.track.jitter, face sizes) of the longest track, raw and smoothed."""
+    from vfxswap.faces import track
+    from vfxswap.faceset import Faceset
+
+    with Faceset(faceset) as fs:
+        faces = fs.faces()
+    if not faces:
+        return {}
+    tid = max({f.track_id for f in faces}, key=lambda t: sum(f.track_id == t for f in faces))
+    members = sorted((f for f in faces if f.track_id == tid), key=lambda f: f.frame)
+    raw, smooth = np.stack([f.landmarks_raw for f in members]), np.stack([f.landmarks for f in members])
+    size = track.face_size(smooth)
+    return {"jitter_raw": track.jitter(raw, size), "jitter_smoothed": track.jitter(smooth, size),
+            "track_frames": len(members)}
 
 
 def faces(args) -> str:
@@ -150,6 +171,9 @@ def report(res: dict, base: dict, n: int, args) -> None:
           f"every frame {hog:.0%}")
     print(f"faces {res['faces']} in {res['frames_detected']} frames detected, {res['frames_aligned']} aligned"
           + (f"; FAILED frames {sorted(res['failed'])}" if res["failed"] else ""))
+    if "jitter_smoothed" in res:
+        print(f"landmark jitter (track.jitter, longest track, {res['track_frames']} frames): raw "
+              f"{res['jitter_raw']:.4f}, smoothed {res['jitter_smoothed']:.4f} face sizes")
     print(f"\nSUMMARY: extract {faces(args)} {fps:.2f} frames/s at 1080p ({n} frames, {wall:.1f} s) "
           f"{'PASS' if fps >= TARGET_FPS else 'FAIL'} (>= {TARGET_FPS:g}); decode {t.get('decode', 0) / wall:.0%}, "
           f"detect {t.get('detect', 0) / wall:.0%}, landmarks {t.get('landmarks', 0) / wall:.0%}, "
@@ -166,6 +190,8 @@ def main() -> None:
     ap.add_argument("--detect-side", type=int, default=960, help="detector working size, longest side (default 960)")
     ap.add_argument("--workdir", help="where plates and facesets go (default: a temporary folder)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--against", metavar="DETECTOR:LANDMARKER",
+                    help="also extract the same plates with this pair in the same run (e.g. dlib:dlib), for a ratio")
     args = ap.parse_args()
     if args.frames < 3 or args.size < 16:
         ap.error(f"--frames must be >= 3 and --size >= 16 (got {args.frames}, {args.size})")
@@ -178,7 +204,7 @@ def main() -> None:
         t0 = now()
         res["source"], pattern = make_plates(work / "plates", n)
         res["make_s"] = now() - t0
-        for old in ("warm", "faceset"):  # facesets resume: a reused --workdir must start clean
+        for old in ("warm", "faceset", "warm2", "faceset2"):  # facesets resume: a reused --workdir must start clean
             shutil.rmtree(work / old, ignore_errors=True)
         opts = ExtractOptions(frames=f"{FIRST}-{FIRST + n - 1}", detector=args.detector,
                               landmarker=args.landmarker, device=args.device,
@@ -191,8 +217,21 @@ def main() -> None:
             res["setup_s"] = max(0.0, warm["wall_s"] - 2 * res["wall_s"] / n)
         except VfxSwapError as exc:
             res["error"] = str(exc)
+        if args.against:
+            det, lm = args.against.split(":")
+            other = replace(opts, detector=det, landmarker=lm)
+            print(f"against {det}:{lm}: warm-up, then the same {n} frames ...", flush=True)
+            run_extract(pattern, work / "warm2", replace(other, frames=f"{FIRST}-{FIRST + 1}"))
+            res["against"] = run_extract(pattern, work / "faceset2", other)
         base = baseline(work / "plates", n, args.detect_side)
         report(res, base, n, args)
+        if args.against and "error" not in res:
+            a = res["against"]
+            fps, fps2 = n / res["wall_s"], n / a["wall_s"]
+            print(f"\nAGAINST (same process, same plates): {faces(args)} {fps:.2f} frames/s, {args.against} "
+                  f"{fps2:.2f} frames/s: ratio {fps / fps2:.2f}; smoothed jitter {res.get('jitter_smoothed', 0):.4f} "
+                  f"vs {a.get('jitter_smoothed', 0):.4f} (raw {res.get('jitter_raw', 0):.4f} vs {a.get('jitter_raw', 0):.4f}); "
+                  f"faces {res['faces']} vs {a['faces']}")
         if args.json:
             out = {"args": vars(args), "baseline_s": base, **res}
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))

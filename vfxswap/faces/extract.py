@@ -255,7 +255,7 @@ class Extractor:
         landmarker says there is no face there (a false detection, or a followed face lost)."""
         h, w = plate.shape[:2]
         box = row.box
-        x0, y0, x1, y1 = _clip_box(box, w, h, getattr(self.landmarker, "crop_margin", LANDMARK_MARGIN))
+        x0, y0, x1, y1 = _clip_box(box, w, h, LANDMARK_MARGIN)
         r = min(1.0, LANDMARK_SIDE / max(1.0, float(box[2] - box[0])))
         with self.clock("colour"):
             size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))

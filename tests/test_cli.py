@@ -48,9 +48,10 @@ def test_doctor_reports_versions_backends_and_ocio():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["libraries"]["OpenColorIO"].startswith("2.")
-    assert {b["name"] for b in data["face_backends"]} == {"dlib", "fan"}
-    dlib = next(b for b in data["face_backends"] if b["name"] == "dlib")
-    assert dlib["available"], dlib["detail"]  # dlib-bin + face-recognition-models are dependencies
+    assert {b["name"] for b in data["face_backends"]} == {"dlib", "fan", "mesh"}
+    for name in ("dlib", "mesh"):  # dlib-bin + face-recognition-models are dependencies; the mesh ships inside
+        backend = next(b for b in data["face_backends"] if b["name"] == name)
+        assert backend["available"], backend["detail"]
     assert "studio-config-v" in data["ocio"]["config"]
     assert data["ffmpeg"]["path"]
     text = run("doctor").stdout

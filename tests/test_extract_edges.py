@@ -18,7 +18,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces.extract import extract
 from vfxswap.jobspec import ExtractOptions
 from vfxswap.faceset import Faceset
-from vfxswap.plates import Image, write_image
+from vfxswap.plates import Image, read_image, write_image
 
 OPTS = dict(detector="dlib", landmarker="dlib", size=64)
 
@@ -121,3 +121,41 @@ def test_a_start_that_fails_after_the_options_leaves_no_faceset(tmp_path):
     with pytest.raises(VfxSwapError):
         extract(str(stills), str(tmp_path / "fs"), ExtractOptions(ocio=str(tmp_path / "no.ocio"), **OPTS))
     assert not (tmp_path / "fs").exists()
+
+
+def test_landmarks_found_on_a_reduced_crop_land_on_plate_pixel_centres(tmp_path, monkeypatch):
+    """A face wider than LANDMARK_SIDE is landmarked on a reduced crop; its points come back at
+    the plate pixels they mark (crop pixel i is at (i + 0.5) / r - 0.5), not half a plate pixel
+    times the reduction off. A bright square stands in for a face; the stand-in landmarker
+    returns its centroid in the crop."""
+    import vfxswap.faces.extract as ex
+    from vfxswap.faces.backends import Face
+
+    plate = np.full((1200, 1200, 3), 0.1, np.float32)
+    plate[590:611, 700:721] = 1.0  # centre (710, 600) in plate pixels
+    write_image(tmp_path / "p.1001.exr", Image.from_array(plate))
+
+    class Box:
+        name, min_score, native_min_face = "fake", 0.0, None
+
+        def detect(self, image, upsample=0):
+            k = image.shape[1] / 1200
+            return [Face(np.array([300, 200, 1100, 1000], np.float32) * k, 1.0)]  # 800 px: reduced 3.1x
+
+    class Centroid:
+        name = "fake"
+
+        def landmarks(self, image, box, detector=None):
+            w = image.astype(np.float64).mean(2)
+            w = np.clip(w - np.median(w), 0, None)
+            ys, xs = np.mgrid[0:w.shape[0], 0:w.shape[1]]
+            c = [(w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()]
+            return np.tile(np.array(c, np.float32), (68, 1))
+
+    monkeypatch.setattr(ex, "load_detector", lambda *a: Box())
+    monkeypatch.setattr(ex, "load_landmarker", lambda *a: Centroid())
+    monkeypatch.setattr(ex.Extractor, "_identify", lambda self, row, *a: None)
+    monkeypatch.setattr(ex.Extractor, "_cache_region", lambda self, row, image: None)
+    (face,) = ex.Extractor(Faceset(tmp_path / "fs", create=True), ExtractOptions(size=64)).detect_frame(
+        str(tmp_path / "p.####.exr"), 1001, read_image(tmp_path / "p.1001.exr"))
+    assert np.abs(face.landmarks_raw[0] - [710, 600]).max() < 0.25  # was 1.1 and 1.7 px off (x, y) before

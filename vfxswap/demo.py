@@ -89,8 +89,8 @@ def run(out: str = "vfxswap-demo", frames: int = 24, iters: int = 600, batch: in
     plates = make_plates(root / "plates", frames)
     stills = make_stills(root / "stills")
     step("extracting faces (identity A from stills, identity B from the plate)")
-    extract(stills, str(root / "facesets" / "A"), ExtractOptions(size=128, detector="dlib", landmarker="dlib"))
-    extract(plates, str(root / "facesets" / "B"), ExtractOptions(size=128, detector="dlib", landmarker="dlib"))
+    extract(stills, str(root / "facesets" / "A"), ExtractOptions(size=128))  # the default backend (mesh)
+    extract(plates, str(root / "facesets" / "B"), ExtractOptions(size=128))
     # DeepFaceLab's recipe, shortened: the random warp first (the shared encoder learns faces, not
     # pixels), then a long sharpening phase without it (--sharpen); batches of 4, so twice the
     # updates of 8 for the same pixels. Measured on the comp against the plate (display PSNR in the

@@ -260,23 +260,25 @@ class Extractor:
         with self.clock("colour"):
             size = (max(1, round((x1 - x0) * r)), max(1, round((y1 - y0) * r)))
             crop = self._view(pipe, plate[y0:y1, x0:x1], size, f"{row.source} frame {row.frame}")
-        r = crop.shape[1] / (x1 - x0)
+        r = np.array([crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)], np.float32)
         origin = np.array([x0, y0], np.float32)
+        local_box = (box - np.tile(origin, 2)) * np.tile(r, 2)  # box edges scale as they are
         dense, present = None, True
         with self.clock("landmarks"):
             if follow is not None:
-                local, dense, presence = self.landmarker.track(crop, [(follow.dense - origin) * r])[0]
+                local, dense, presence = self.landmarker.track(crop, [(follow.dense - origin + 0.5) * r - 0.5])[0]
                 present = presence >= self.landmarker.min_presence
             elif hasattr(self.landmarker, "measure"):
-                local, dense, presence = self.landmarker.measure(crop, [(box - np.tile(origin, 2)) * r])[0]
+                local, dense, presence = self.landmarker.measure(crop, [local_box])[0]
                 present = presence >= self.landmarker.min_presence
             else:
-                local = self.landmarker.landmarks(crop, (box - np.tile(origin, 2)) * r, detector=self.detector.name)
+                local = self.landmarker.landmarks(crop, local_box, detector=self.detector.name)
         if not present:
             return None
-        row.landmarks_raw = (local / r + origin).astype(np.float32)
+        # points are pixel centres: a resized crop's pixel i sits at (i + 0.5) / r - 0.5 in the plate
+        row.landmarks_raw = ((local + 0.5) / r - 0.5 + origin).astype(np.float32)
         if dense is not None:
-            row.dense = (dense / r + origin).astype(np.float32)
+            row.dense = ((dense + 0.5) / r - 0.5 + origin).astype(np.float32)
         if follow is not None:  # the box moves and scales with the face
             before, after = follow.landmarks_raw, row.landmarks_raw
             k = float(track.face_size(after[None])[0] / max(1e-6, track.face_size(before[None])[0]))

@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 OUT = Path(__file__).resolve().parents[1] / "vfxswap" / "faces" / "mesh_models"
 MODELS = {  # our name -> path inside the wheel
     "blazeface_full": "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
-    "blazeface_short": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
     "face_mesh": "mediapipe/modules/face_landmark/face_landmark.tflite",
     "iris": "mediapipe/modules/iris_landmark/iris_landmark.tflite",
 }

@@ -17,6 +17,7 @@ from vfxswap.faces import graphnet, mesh_backend, track
 from vfxswap.faces.backends import load_detector, load_landmarker
 from vfxswap.faces.extract import Extractor, extract
 from vfxswap.faceset import Faceset
+from vfxswap.faceset.tools import format_info, info
 from vfxswap.jobspec import ExtractOptions, RenderOptions
 from vfxswap.plates import Image, read_image, write_image
 from vfxswap.render.render import render
@@ -214,6 +215,7 @@ def test_three_frames_lost_in_a_track_are_filled_and_rendered(tmp_path, monkeypa
     extract(plates, str(tmp_path / "fs"), ExtractOptions(detector="dlib", landmarker="dlib", size=64))
     with Faceset(tmp_path / "fs") as fs:
         assert sorted(f.frame for f in fs.faces() if f.filled) == sorted(lost) and len(fs.faces()) == 10
+        assert "3 filled in over short track gaps" in format_info(info(fs))
     report = render(RenderOptions(model="passthrough", plates=plates, out=str(tmp_path / "out"),
                                   faceset=str(tmp_path / "fs"), resolution=64, color="none", mask="hull"))
     assert report.without_faces == []

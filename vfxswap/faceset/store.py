@@ -301,6 +301,7 @@ class Faceset:
                 "frames_without_faces": q("SELECT COUNT(*) FROM frames WHERE faces = 0"),
                 "faces": q("SELECT COUNT(*) FROM faces"),
                 "excluded": q("SELECT COUNT(*) FROM faces WHERE excluded = 1"),
+                "filled": q("SELECT COUNT(*) FROM faces WHERE filled = 1"),
                 "aligned": q("SELECT COUNT(*) FROM faces WHERE image IS NOT NULL"),
                 "tracks": q("SELECT COUNT(*) FROM (SELECT DISTINCT source, track_id FROM faces)")}
 

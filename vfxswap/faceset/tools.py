@@ -42,7 +42,8 @@ def _range(values) -> tuple[float, float] | None:
 def format_info(data: dict) -> str:
     c = data["counts"]
     lines = [f"faceset    {data['folder']} ({data['face_type']}, {data['size']} px, {data['encoding']})",
-             f"faces      {c['faces'] - c['excluded']} kept, {c['excluded']} excluded, {c['aligned']} aligned",
+             f"faces      {c['faces'] - c['excluded']} kept, {c['excluded']} excluded, {c['aligned']} aligned"
+             + (f", {c['filled']} filled in over short track gaps (not detected)" if c.get("filled") else ""),
              f"frames     {c['frames']} ({c['frames_without_faces']} without a face), {len(data['sources'])} source(s)",
              "tracks     " + ", ".join(f"{k}: {v}" for k, v in data["tracks"].items())]
     peak = max(data["yaw_histogram"].values() or [1]) or 1

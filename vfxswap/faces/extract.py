@@ -436,7 +436,9 @@ class Extractor:
             return faces
         dets = [track.Detection(f.frame, f.box, f.landmarks_raw, f.embedding, f.score or 1.0, f.face_index) for f in faces]
         ids = track.assign_tracks(dets)
-        step = track.sampling_step(self.fs.frame_stage(source))  # of every frame looked at, faces or not
+        looked = set(self.fs.frame_stage(source))  # every frame looked at, faces or not
+        step = track.sampling_step(looked)
+        gaps = {}
         for f, tid in zip(faces, ids):
             f.track_id = int(tid)
         for tid in sorted(set(ids)):
@@ -450,26 +452,23 @@ class Extractor:
             smoothed = track.smooth_track(frames, raw, self.opt.smooth, step)
             for f, pts in zip(members, smoothed):
                 f.landmarks = pts.astype(np.float32)
-        filled = self._fill_gaps(source, faces, step)
-        return faces + filled
+            gaps[tid] = (track.fill_gaps(frames, smoothed, np.stack([f.box for f in members]),
+                                         max_gap=track.FILL_MAX_GAP, step=step, available=looked),
+                         next((f.embedding for f in members if f.embedding is not None), None))
+        return faces + self._fill_gaps(source, faces, gaps)
 
-    def _fill_gaps(self, source: str, faces: list[FaceRow], step: int) -> list[FaceRow]:
+    def _fill_gaps(self, source: str, faces: list[FaceRow], gaps: dict) -> list[FaceRow]:
         """Faces for the few frames inside a track where neither detection nor tracking found
         it (a blur, a hand passing, a moment at the frame edge): the smoothed landmarks and box
-        interpolated across the gap, stored with `filled` = 1 and said in the log, so the layer
-        is not empty there and the plate's face does not pop back. Longer gaps split the track."""
-        looked = set(self.fs.frame_stage(source))
+        interpolated across the gap (`gaps`: track id -> (track.fill_gaps of it, its embedding)),
+        stored with `filled` = 1 and said in the log, so the layer is not empty there and the
+        plate's face does not pop back. Longer gaps split the track."""
         taken: dict[int, int] = {}
         for f in faces:
             taken[f.frame] = max(taken.get(f.frame, -1), f.face_index)
         added, tracks = [], set()
-        for tid in sorted({f.track_id for f in faces}):
-            members = sorted((f for f in faces if f.track_id == tid), key=lambda f: f.frame)
-            gaps = track.fill_gaps(np.array([f.frame for f in members]), np.stack([f.landmarks for f in members]),
-                                   np.stack([f.box for f in members]), max_gap=track.FILL_MAX_GAP, step=step,
-                                   available=looked)
-            embedding = next((f.embedding for f in members if f.embedding is not None), None)
-            for frame, points, box in gaps:
+        for tid, (filled, embedding) in sorted(gaps.items(), key=lambda item: item[0]):
+            for frame, points, box in filled:
                 taken[frame] = taken.get(frame, -1) + 1
                 added.append(FaceRow(source, frame, taken[frame], box.astype(np.float32), points.astype(np.float32),
                                      track_id=tid, landmarks=points.astype(np.float32), embedding=embedding,

@@ -115,14 +115,6 @@ class GraphNet:
                 raise VfxSwapError(f"graphnet: {path} is missing")
         return cls(json.loads(json_path.read_text()), load_file(str(weights_path)), device, outputs)
 
-    def to(self, device: str) -> "GraphNet":
-        import torch
-
-        self.device = torch.device(device)
-        self.params = {k: v.to(self.device) for k, v in self.params.items()}
-        self._cache.clear()
-        return self
-
     def __call__(self, *inputs):
         import torch
 

@@ -31,6 +31,7 @@ from scipy.special import expit
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import weights
 from vfxswap.faces.backends import Face
+from vfxswap.faces.track import box_iou
 
 MODELS = Path(__file__).with_name("mesh_models")
 
@@ -81,15 +82,6 @@ def _anchors() -> np.ndarray:
     return np.stack([(xs.ravel() + 0.5) / grid, (ys.ravel() + 0.5) / grid], 1).astype(np.float32)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of box a (4,) with boxes b (N, 4)."""
-    w = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU):
     """MediaPipe's weighted non-maximum suppression: each kept face is the score-weighted mean of
     the boxes and keypoints overlapping the best one (steadier than keeping the best alone)."""
@@ -100,7 +92,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
     for i in range(len(scores)):
         if not left[i]:
             continue
-        near = left & (_iou(boxes[i], boxes) > iou)
+        near = left & (box_iou(boxes[i][None], boxes)[0] > iou)
         near[i] = True
         wts = scores[near][:, None]
         out.append(((boxes[near] * wts).sum(0) / wts.sum(), (keypoints[near] * wts[:, :, None]).sum(0) / wts.sum(),
@@ -316,7 +308,7 @@ class MeshLandmarker:
             for i, (pts, r) in enumerate(zip(meshes, regions)):
                 new = region_from_points(pts)
                 moved = abs(math.remainder(new.angle - r.angle, 2 * math.pi)) > math.radians(REFIT_DEGREES)
-                if moved or _iou(r.box(), new.box()[None])[0] < REFIT_IOU:
+                if moved or box_iou(r.box()[None], new.box()[None])[0, 0] < REFIT_IOU:
                     again.append((i, new))
             if not again:
                 break

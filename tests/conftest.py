@@ -105,6 +105,24 @@ def write_faceset(folder, yaws=YAWS, size=SIZE, face_type="whole_face", seed=7):
 
 
 
+def write_seg_mattes(folder) -> None:
+    """Give every face of a faceset a segmentation matte, as `vfxswap masks apply` stores them: its
+    extended hull less a bar across the mouth (an occluder the hull would keep)."""
+    from vfxswap.faceset import Faceset
+    from vfxswap.masks.hull import hull_mask
+    from vfxswap.masks.labels import write_matte
+
+    with Faceset(folder) as fs:
+        rows = fs.faces()
+        for row in rows:
+            matte = hull_mask(row.aligned_landmarks, (row.size, row.size), "extended")
+            y = int(row.aligned_landmarks[62, 1])
+            matte[y - row.size // 16:y + row.size // 16] = 0
+            row.seg, row.seg_model = fs.matte_path(row, "seg"), "test"
+            write_matte(fs.folder / row.seg, matte)
+        fs.update_faces(rows, ["seg", "seg_model"])
+
+
 # --- a tiny real shot: the astronaut (public domain) as ACEScg EXR frames, with its faceset ----
 
 def make_astronaut_shot(root, frames: int = 3):

@@ -82,7 +82,7 @@ def test_schema_1_faceset_is_migrated_in_place(tmp_path, migrations):
     folder = make_v1(tmp_path / "fs")
     assert "dense" not in columns(folder)
     with Faceset(folder) as fs:
-        assert fs.meta("schema_version") == SCHEMA_VERSION == 2
+        assert fs.meta("schema_version") == SCHEMA_VERSION == 3
         (old,) = fs.faces()
         assert old.dense is None and old.filled == 0
         assert np.array_equal(old.box, BOX) and np.array_equal(old.landmarks_raw, POINTS)
@@ -104,11 +104,21 @@ def test_schema_1_faceset_is_migrated_in_place(tmp_path, migrations):
         assert np.array_equal(rows[1001].dense, dense[:10]) and rows[1001].filled == 1
         assert rows[1002].dense is None and rows[1002].filled == 1
         assert fs.frame_stage("shot") == {1001: "detected", 1002: "aligned"}
-    assert columns(folder)[-2:] == ["dense", "filled"]
-    assert migrations() == [f"{folder}: faceset schema 1 -> 2 (dense landmarks, filled faces)"]
+        # schema 3: segmentation mattes and labels
+        assert rows[1001].seg is None and fs.labels() == {}
+        rows[1001].seg, rows[1001].seg_model = "masks/x.seg.exr", "abc"
+        fs.update_faces([rows[1001]], ["seg", "seg_model"])
+        fs.set_labels({rows[1001].id: {"polygons": [{"mode": "include", "points": [[1, 2], [3, 4], [5, 1]]}],
+                                       "origin": "editor"}})
+        again = {r.frame: r for r in fs.faces()}[1001]
+        assert (again.seg, again.seg_model) == ("masks/x.seg.exr", "abc")
+        assert fs.labels()[again.id]["polygons"] == [{"mode": "include", "points": [[1, 2], [3, 4], [5, 1]]}]
+        assert fs.counts()["labelled"] == 1 and fs.counts()["segmented"] == 1
+    assert columns(folder)[-4:] == ["dense", "filled", "seg", "seg_model"]
+    assert migrations() == [f"{folder}: faceset schema 1 -> 3 (dense landmarks, filled faces, mask labels and mattes)"]
 
     with Faceset(folder) as fs:  # already migrated: nothing to do
-        assert fs.meta("schema_version") == 2 and len(fs.faces()) == 2
+        assert fs.meta("schema_version") == 3 and len(fs.faces()) == 2
     assert len(migrations()) == 1
     assert columns(folder).count("dense") == 1
 
@@ -124,9 +134,9 @@ def test_new_faceset_has_the_current_schema(tmp_path, migrations):
 
 
 def test_newer_faceset_is_refused_untouched(tmp_path, migrations):
-    folder = make_v1(tmp_path / "future", version=3)
+    folder = make_v1(tmp_path / "future", version=4)
     before = columns(folder)
-    with pytest.raises(VfxSwapError, match=re.escape(f"{folder}: faceset schema 3 is newer")):
+    with pytest.raises(VfxSwapError, match=re.escape(f"{folder}: faceset schema 4 is newer")):
         Faceset(folder)
     assert columns(folder) == before and not migrations()
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import need_shared, write_faceset
+from conftest import need_shared, write_faceset, write_seg_mattes
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces.extract import extract
 from vfxswap.jobspec import ExtractOptions, TrainOptions, from_argv, to_argv
@@ -35,10 +35,16 @@ def _cli(*args, **kw):
                           timeout=600, **kw)
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
+@pytest.fixture(scope="module", params=["hull", "seg"])
+def synthetic(request, tmp_path_factory):
+    """Two synthetic facesets; with "seg", every face also has a segmentation matte, so training
+    follows the mattes (`--mask auto`) and every test here runs on that path too."""
     root = tmp_path_factory.mktemp("syn")
-    return write_faceset(root / "A", seed=1), write_faceset(root / "B", seed=2)
+    folders = write_faceset(root / "A", seed=1), write_faceset(root / "B", seed=2)
+    if request.param == "seg":
+        for folder in folders:
+            write_seg_mattes(folder)
+    return folders
 
 
 def _options(a, b, model, **kw) -> TrainOptions:
@@ -734,3 +740,26 @@ def test_the_model_records_what_a_render_needs_of_its_facesets(synthetic, tmp_pa
     assert np.allclose(identities["B"]["embedding"], mean, atol=1e-5)
     predictor = ModelPredictor(str(tmp_path / "m"), device="cpu")
     assert predictor.input_size == size and np.allclose(predictor.identity_b, mean, atol=1e-5)
+
+
+def test_training_follows_the_segmentation_mattes_when_the_facesets_have_them(synthetic, tmp_path, caplog):
+    """--mask auto: the mattes `masks apply` stored when every face has one, else the hull; the
+    batches' masks (the losses' and the learned mask's target) are those mattes."""
+    from vfxswap.faceset.store import Faceset
+    from vfxswap.masks.labels import read_matte
+
+    a, b = synthetic
+    with Faceset(b) as fs:
+        rows = fs.faces()
+    seg = rows[0].seg is not None
+    with caplog.at_level("INFO", logger="vfxswap"):
+        train(_options(a, b, tmp_path / "m", iters=1))
+    said = [r.getMessage() for r in caplog.records if "learned mask follow" in r.getMessage()]
+    assert len(said) == 2 and all(("segmentation mattes" if seg else "landmark hull") in s for s in said)
+    ds = FaceSamples(b, 64, augment=False, warp=False, flip=False, mask_kind="seg" if seg else "extended")
+    mask = ds[0]["mask"][0].numpy()
+    if seg:
+        assert np.allclose(mask, read_matte(b / rows[0].seg, 64), atol=1e-3)
+        assert mask[int(rows[0].aligned_landmarks[62, 1])].max() == 0  # the bar the hull would keep
+    else:
+        assert mask[int(rows[0].aligned_landmarks[62, 1]), 32] == 1

@@ -115,12 +115,92 @@ def cmd_faceset(args) -> int:
             for f in tools.sort(fs, args.by)[: args.limit]:
                 value = {"yaw": f.yaw, "blur": f.blur, "size": f.face_size}.get(args.by)
                 print(f"{f.rank:5d}  {f.image}" + (f"  {value:.4g}" if value is not None else ""))
+        elif args.faceset_command == "edit":
+            fs.close()
+            from vfxswap.hosts.mask_editor import main as editor_main
+
+            return editor_main([args.faceset])
         elif args.faceset_command == "filter":
             from vfxswap.faces.extract import reference_embeddings
 
             refs = reference_embeddings(args.like, _extract_options(args))
             kept, dropped = tools.filter_like(fs, refs, args.threshold, args.delete)
             print(f"kept {kept} face(s), {'deleted' if args.delete else 'excluded'} {dropped}")
+    return 0
+
+
+def _emitter(kind: str, desc: str):
+    """Progress for the masks commands: JSON lines on stdout for hosts, else a terminal bar."""
+    if kind == "json":
+        return lambda event: print(json.dumps(event), flush=True), None
+    from vfxswap.progress import progress
+
+    bar = progress(total=0, desc=desc, unit="step")
+
+    def emit(event: dict) -> None:
+        if event.get("event") == "start":
+            bar.reset(total=event.get("total") or 0)
+        elif event.get("event") == "progress":
+            bar.n = event["done"]
+            bar.set_postfix_str(f"loss {event['loss']:.4f}" if "loss" in event else "")
+            bar.refresh()
+    return emit, bar
+
+
+def cmd_masks(args) -> int:
+    from vfxswap.jobspec import MaskApplyOptions, MaskTrainOptions, from_namespace
+
+    what = args.masks_command
+    if what == "train":
+        from vfxswap.masks.seg import train_masker
+
+        o = from_namespace(MaskTrainOptions, args)
+        o.check()
+        emit, bar = _emitter(o.progress, "masker")
+        config = train_masker(o.faceset, o.model, iters=o.iters, batch=o.batch, resolution=o.resolution, lr=o.lr,
+                              seed=o.seed, device=o.device, emit=emit)
+        if bar is not None:
+            bar.close()
+            print(f"masker {o.model}: {config.iterations} iterations on {config.labelled} labelled face(s) and "
+                  f"{config.hull_only} hull-only; id {config.id}")
+    elif what == "apply":
+        from vfxswap.masks.seg import apply_masker
+
+        o = from_namespace(MaskApplyOptions, args)
+        o.check()
+        emit, bar = _emitter(o.progress, "mattes")
+        done = apply_masker(o.faceset, o.model, device=o.device, redo=o.redo, emit=emit)
+        if bar is not None:
+            bar.close()
+            print(f"faceset {o.faceset}: {done['applied']} matte(s) made, {done['skipped']} already made by "
+                  f"masker {done['id']}")
+    elif what == "info":
+        from vfxswap.masks.seg import masker_info
+
+        data = masker_info(args.model)
+        print(json.dumps(data, indent=2) if args.json else "\n".join(f"{k:10s} {v}" for k, v in data.items()))
+    elif what == "import":
+        from vfxswap.masks.plate import import_mattes
+
+        from vfxswap.plates.frames import format_frames
+
+        report = import_mattes(args.faceset, args.mattes, channel=args.channel, source=args.source,
+                               frames=args.frames)
+        print(f"faceset {args.faceset}: {report.faces} face(s) labelled from {len(report.imported)} matte frame(s)"
+              + (f", {report.kept_polygons} keeping their drawn polygons" if report.kept_polygons else "")
+              + (f"; no matte for frame(s) {format_frames(report.without_matte)}" if report.without_matte else ""))
+        return _exit_for(report.failed)
+    elif what == "export":
+        from vfxswap.masks.plate import export_mattes
+
+        from vfxswap.plates.frames import format_frames
+
+        report = export_mattes(args.faceset, args.out, kind=args.kind, source=args.source, frames=args.frames,
+                               plates=args.plates)
+        print(f"{report.output}: wrote {len(report.written)} frame(s)"
+              + (f", empty: {format_frames(report.empty)}" if report.empty else "")
+              + (f"; {len(report.without_matte)} face(s) without a {args.kind} matte" if report.without_matte else ""))
+        return _exit_for(report.failed)
     return 0
 
 
@@ -236,7 +316,8 @@ def cmd_model_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vfxswap.farm import FORMATS
-    from vfxswap.jobspec import ExtractOptions, RenderOptions, TrainOptions, add_arguments
+    from vfxswap.jobspec import (ExtractOptions, MaskApplyOptions, MaskTrainOptions, RenderOptions, TrainOptions,
+                                  add_arguments)
 
     parser = argparse.ArgumentParser(prog="vfxswap", description=(
         "Face replacement for VFX: plates in, a premultiplied RGBA EXR face layer out, in the "
@@ -308,7 +389,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete", action="store_true", help="delete the other faces instead of excluding them")
     add_arguments(p, ExtractOptions, only=("detector", "landmarker", "device"))
     p.set_defaults(func=cmd_faceset)
+    p = fsub.add_parser("edit", help="the mask editor: label faces with include / exclude polygons, train and "
+                                     "apply the segmentation masker")
+    p.add_argument("faceset")
+    p.set_defaults(func=cmd_faceset)
     fset.set_defaults(func=lambda args: fset.print_help() or 2)
+
+    masks = sub.add_parser("masks", help="segmentation mattes that keep occluders out: train, apply, import, export")
+    ksub = masks.add_subparsers(dest="masks_command", metavar="ACTION")
+    p = ksub.add_parser("train", help="train a segmentation masker on facesets' labels (and their hulls)")
+    add_arguments(p, MaskTrainOptions)
+    p.set_defaults(func=cmd_masks)
+    p = ksub.add_parser("apply", help="store the masker's matte for every face of a faceset (resumable)")
+    add_arguments(p, MaskApplyOptions)
+    p.set_defaults(func=cmd_masks)
+    p = ksub.add_parser("info", help="a masker's resolution, training and id")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_masks)
+    p = ksub.add_parser("import", help="a compositor's matte sequence (plate space) -> labels of the faces in it")
+    p.add_argument("mattes", help="matte sequence, e.g. roto.####.exr (data windows honoured)")
+    p.add_argument("--faceset", required=True)
+    p.add_argument("--channel", default="A", help="the matte's channel (default A)")
+    p.add_argument("--source", help="the faceset's source these mattes belong to (when it holds several)")
+    p.add_argument("--frames", help="frames to import (default: all the sequence has)")
+    p.set_defaults(func=cmd_masks)
+    p = ksub.add_parser("export", help="the faces' mattes back in plate space, one EXR per frame (alpha)")
+    p.add_argument("out", help="output sequence, e.g. mattes/seg.####.exr")
+    p.add_argument("--faceset", required=True)
+    p.add_argument("--kind", default="seg", choices=("seg", "label", "hull"), help="which matte (default seg)")
+    p.add_argument("--source", help="the faceset's source to export (when it holds several)")
+    p.add_argument("--plates", help="the plates, for their size, when the faceset did not record it")
+    p.add_argument("--frames", help="frames to export (default: all)")
+    p.set_defaults(func=cmd_masks)
+    masks.set_defaults(func=lambda args: masks.print_help() or 2)
 
     p = sub.add_parser("train", help="train a face model on two facesets (A = source identity, B = destination)",
                        description="Learn identities A (--src, the face to render) and B (--dst, the plate's "
@@ -366,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(t, TrainOptions, prefix="train_", optional=True,
                   skip=("dst", "model_dir", "resume", "resume_if_saved"),
                   rename={"src": "train-src", "device": "train-device", "gpus": "train-gpus",
-                          "resolution": "train-resolution", "face_type": "train-face-type"})
+                          "resolution": "train-resolution", "face_type": "train-face-type", "mask": "train-mask"})
     p.set_defaults(func=cmd_farm)
     p = fsub2.add_parser("run", help="run a bundle on this machine through `openjd run`")
     p.add_argument("bundle")

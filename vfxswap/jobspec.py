@@ -138,6 +138,9 @@ class TrainOptions:
     clip: float = option(1.0, "gradient norm clip (0: no clipping)")
     gan_power: float = option(0.0, "weight of the patch-GAN loss (0: off)")
     eyes_mouth_weight: float = option(3.0, "loss weight inside eyes and mouth")
+    mask: str = option("auto", "the mask the losses and the model's learned mask follow: seg (the segmentation "
+                               "masker's mattes, `vfxswap masks apply`), hull (the landmark hull); auto: seg for a "
+                               "faceset whose faces all have one", choices=("auto", "seg", "hull"))
     uniform_yaw: bool = option(False, "sample faces evenly over head yaw")
     flip_src: bool = option(False, "random horizontal flips of A too (off by default: a mirrored source loses its "
                                    "asymmetries, a parting or a scar, in the render)")
@@ -237,8 +240,11 @@ class RenderOptions:
                                        "found live into OUT/.faceset")
     frames: str | None = option(None, "frames to render (default: all)")
     start: int = option(1001, "a movie plate's first frame number (as at extraction)")
-    mask: str = option("product", "face matte: the model's learned mask, the landmark hull, or their product",
+    mask: str = option("product", "face matte: product (the model's learned mask inside the landmark hull), "
+                                  "learned, hull, seg (the segmentation masker: occluders kept out), seg*learned",
                        choices=tuple(MASKERS))
+    mask_model: str | None = option(None, "segmentation masker folder for --mask seg (default: the one `vfxswap masks "
+                                          "apply` last ran on the faceset)")
     erode: float = option(0.0, "erode the mask by N plate pixels (negative dilates)", ui_range=(-20, 20))
     blur: float = option(0.0, "blur the mask edge (Gaussian sigma, plate pixels)", ui_range=(0, 50))
     color: str = option("rct", "colour match to the plate's face, inside the mask, in the model encoding: rct "
@@ -274,6 +280,52 @@ class RenderOptions:
             raise VfxSwapError(f"--blur {self.blur}: must be 0 or more")
         if self.resolution < 16:
             raise VfxSwapError(f"--resolution {self.resolution}: must be at least 16")
+
+
+@dataclass
+class MaskTrainOptions:
+    """`vfxswap masks train`: a segmentation masker from the facesets' labels (and, where nobody
+    labelled, their landmark hulls)."""
+
+    faceset: list[str] = option(help="facesets to learn from (labelled faces, and the hulls of the others)",
+                                factory=list, required=True)
+    model: str = option("", "masker folder (written when training ends)", required=True)
+    iters: int = option(1500, "training iterations")
+    batch: int = option(8, "faces per step")
+    resolution: int = option(128, "side of the masker's square (a multiple of 16); its mattes are resized to the "
+                                  "faceset's")
+    lr: float = option(1e-3, "peak learning rate (one-cycle schedule)")
+    seed: int = option(0, "random seed (weights, sampling, augmentation)")
+    device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
+    progress: str = option("bar", "json: one event a line on stdout (start, progress, done) for hosts",
+                           choices=("bar", "json"))
+
+    def check(self) -> None:
+        check_choices(self)
+        if not self.faceset or not self.model:
+            raise VfxSwapError("--faceset and --model are required")
+        for name in ("iters", "batch"):
+            if getattr(self, name) < 1:
+                raise VfxSwapError(f"--{name} {getattr(self, name)}: must be at least 1")
+        if not self.lr > 0:
+            raise VfxSwapError(f"--lr {self.lr}: must be above 0")
+
+
+@dataclass
+class MaskApplyOptions:
+    """`vfxswap masks apply`: the masker's matte stored for every face of a faceset (resumable)."""
+
+    faceset: str = option("", "faceset whose faces get a segmentation matte", required=True)
+    model: str = option("", "masker folder (vfxswap masks train)", required=True)
+    redo: bool = option(False, "remake mattes this masker already made")
+    device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
+    progress: str = option("bar", "json: one event a line on stdout (start, progress, done) for hosts",
+                           choices=("bar", "json"))
+
+    def check(self) -> None:
+        check_choices(self)
+        if not self.faceset or not self.model:
+            raise VfxSwapError("--faceset and --model are required")
 
 
 # --- what a field is ----------------------------------------------------------------------------

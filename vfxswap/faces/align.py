@@ -152,6 +152,12 @@ def invert(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The (2, 3) affine that applies `inner`, then `outer`."""
+    o, i = np.asarray(outer, np.float64), np.asarray(inner, np.float64)
+    return np.concatenate([o[:, :2] @ i[:, :2], (o[:, :2] @ i[:, 2] + o[:, 2])[:, None]], 1)
+
+
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Points (N, 2) through a (2, 3) matrix: (N, 2) float64."""
     p = np.asarray(points, np.float64)

@@ -112,6 +112,7 @@ class Extractor:
         self.choice = resolve_config(options.ocio)
         self._embedder = None
         self._pipes: dict[str, ColorPipeline] = {}
+        self._plates: dict[str, list[int]] = {}  # display window recorded per source (`record_plate`)
         self._told: set[str] = set()
         self._previous: dict[str, dict[int, FaceRow]] = {}
         self._since_full: dict[str, int] = {}  # frames since the last full detection, per source
@@ -163,6 +164,17 @@ class Extractor:
             self.fs.db.commit()
         return self._pipes[source]
 
+    def record_plate(self, source: str, image: Image) -> None:
+        """The source's display window in meta `plate:<source>` ([x, y, width, height]): the frame
+        the stored matrices' plate pixels are counted in, which a matte exported from the faceset
+        must lie over (`masks.plate`). From a decoded frame, since a movie's header does not say."""
+        box = image.display_window
+        value = [box.x, box.y, box.width, box.height]
+        if self._plates.get(source) != value:
+            self._plates[source] = value
+            self.fs.set_meta(f"plate:{source}", value)
+            self.fs.db.commit()
+
     # --- pass 1: detection --------------------------------------------------------------
 
     def source_pipeline(self, source: str, fsrc: FrameSource) -> ColorPipeline:
@@ -197,6 +209,7 @@ class Extractor:
 
     def detect_frame(self, source: str, frame: int, image: Image, plate=None) -> list[FaceRow]:
         pipe = self.pipeline(source, need_rgb(image))
+        self.record_plate(source, image)
         if plate is None:
             _, _, plate = self.prepare(source, frame, image)
         min_score = self.detector.min_score if self.opt.min_score is None else self.opt.min_score

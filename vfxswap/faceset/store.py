@@ -4,6 +4,11 @@
       faceset.db          index (schema below); WAL mode, one transaction per frame
       faces/<src>_<frame>_<i>.exr   aligned face in the model encoding: R, G, B (half) and the
                           landmark hull masks as `components.Y` and `extended.Y`
+      masks/<src>_<frame>_<i>.seg.exr    the segmentation masker's matte of that face (`Y`, half)
+      masks/<src>_<frame>_<i>.label.exr  a matte label imported for it (compositor roto or key)
+
+Mattes live beside the faces, not in their EXRs: they are made again (a retrained masker, a new
+import) while the face itself is extracted once, and a face file is never rewritten for them.
 
 A frame is recorded in `frames` in the same transaction as its faces, including frames with no
 face (an empty, not failed, row), so an interrupted extraction resumes where it stopped and
@@ -25,7 +30,7 @@ import numpy as np
 
 from vfxswap.errors import VfxSwapError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "faceset.db"
 
 log = logging.getLogger("vfxswap")
@@ -59,12 +64,22 @@ CREATE TABLE IF NOT EXISTS faces (
     dense BLOB,                   -- float32 (N, 2) plate pixels, the landmarker's dense points as
                                   -- detected (Face Mesh: 478 = 468 surface + 2 x 5 iris); NULL for dlib
     filled INTEGER NOT NULL DEFAULT 0,  -- 1: no face detected in this frame, interpolated from its track
+    -- schema 3:
+    seg TEXT,                     -- path of the segmentation matte (masks/...seg.exr), NULL until applied
+    seg_model TEXT,               -- id of the masker model that made it (`masks apply` skips what it made)
     UNIQUE (source, frame, face_index));
+CREATE TABLE IF NOT EXISTS labels (  -- schema 3: what a person (or a compositor's matte) says the face is
+    face_id INTEGER PRIMARY KEY,  -- faces.id
+    polygons TEXT NOT NULL,       -- JSON [{"mode": "include"|"exclude", "points": [[x, y], ...]}, ...]
+                                  -- aligned-crop pixels at the faceset's size, in drawing order
+    matte TEXT,                   -- path of an imported matte (masks/...label.exr) under the polygons, or NULL
+    origin TEXT NOT NULL,         -- editor, import, ... (who made it)
+    updated REAL NOT NULL);       -- unix time
 CREATE INDEX IF NOT EXISTS faces_track ON faces (source, track_id, frame);
 """
 
 # Columns added since schema 1 and their definitions: an older faceset gets them in place.
-_ADDED_COLUMNS = {"dense": "BLOB", "filled": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {"dense": "BLOB", "filled": "INTEGER NOT NULL DEFAULT 0", "seg": "TEXT", "seg_model": "TEXT"}
 
 # dtype and shape of each array column; -1: as many points as the landmarker gave.
 _ARRAYS = {"box": (np.float32, (4,)), "landmarks_raw": (np.float32, (68, 2)), "landmarks": (np.float32, (68, 2)),
@@ -113,6 +128,8 @@ class FaceRow:
     face_size: float | None = None
     excluded: int = 0
     filled: int = 0
+    seg: str | None = None
+    seg_model: str | None = None
     rank: int | None = None
     id: int | None = None
     extra: dict = field(default_factory=dict)
@@ -163,7 +180,8 @@ class Faceset:
                 if name not in have:
                     db.execute(f"ALTER TABLE faces ADD COLUMN {name} {definition}")
             self.set_meta("schema_version", SCHEMA_VERSION)
-        log.info("%s: faceset schema %d -> %d (dense landmarks, filled faces)", self.folder, version, SCHEMA_VERSION)
+        log.info("%s: faceset schema %d -> %d (dense landmarks, filled faces, mask labels and mattes)", self.folder,
+                 version, SCHEMA_VERSION)
 
     def __enter__(self) -> "Faceset":
         return self
@@ -225,11 +243,12 @@ class Faceset:
             db.execute("DELETE FROM frames WHERE source = ?", (source,))
 
     def rename_source(self, old: str, new: str) -> None:
-        """Give a source another key (its rows and its colour description), in one transaction."""
+        """Give a source another key (its rows, its colour description and plate size), in one transaction."""
         with self.transaction() as db:
             for table in ("frames", "faces"):
                 db.execute(f"UPDATE {table} SET source = ? WHERE source = ?", (new, old))
-            db.execute("UPDATE OR REPLACE meta SET key = ? WHERE key = ?", (f"source:{new}", f"source:{old}"))
+            for what in ("source", "plate"):
+                db.execute("UPDATE OR REPLACE meta SET key = ? WHERE key = ?", (f"{what}:{new}", f"{what}:{old}"))
 
     def _insert(self, db, face: FaceRow) -> None:
         cols = ", ".join(_COLUMNS)
@@ -302,8 +321,42 @@ class Faceset:
                 "faces": q("SELECT COUNT(*) FROM faces"),
                 "excluded": q("SELECT COUNT(*) FROM faces WHERE excluded = 1"),
                 "filled": q("SELECT COUNT(*) FROM faces WHERE filled = 1"),
+                "labelled": q("SELECT COUNT(*) FROM labels WHERE face_id IN (SELECT id FROM faces)"),
+                "segmented": q("SELECT COUNT(*) FROM faces WHERE seg IS NOT NULL"),
                 "aligned": q("SELECT COUNT(*) FROM faces WHERE image IS NOT NULL"),
                 "tracks": q("SELECT COUNT(*) FROM (SELECT DISTINCT source, track_id FROM faces)")}
 
     def image_path(self, face: FaceRow) -> Path:
         return self.folder / face.image
+
+    def matte_path(self, face: FaceRow, kind: str) -> str:
+        """Where face's `kind` matte ("seg" or "label") goes, relative to the faceset folder."""
+        if kind not in ("seg", "label"):
+            raise ValueError(f"matte kind {kind!r}: seg or label")
+        return f"masks/{Path(face.image or f'{face.source}_{face.frame:06d}_{face.face_index}').stem}.{kind}.exr"
+
+    # --- mask labels (schema 3) -----------------------------------------------------------
+
+    def labels(self) -> dict[int, dict]:
+        """face id -> {"polygons": [...], "matte": path or None, "origin": str, "updated": float}
+        for every labelled face still in the faceset."""
+        rows = self.db.execute("SELECT face_id, polygons, matte, origin, updated FROM labels "
+                               "WHERE face_id IN (SELECT id FROM faces)")
+        return {r[0]: {"polygons": json.loads(r[1]), "matte": r[2], "origin": r[3], "updated": r[4]} for r in rows}
+
+    def set_labels(self, labels: dict[int, dict]) -> None:
+        """Write (or, for a value of None, remove) the labels of some faces, in one transaction.
+        A label: {"polygons": [{"mode", "points"}, ...], "matte": path or None, "origin": str}."""
+        import time
+
+        with self.transaction() as db:
+            for face_id, label in labels.items():
+                if label is None:
+                    db.execute("DELETE FROM labels WHERE face_id = ?", (int(face_id),))
+                    continue
+                polygons = [{"mode": p["mode"], "points": [[float(x), float(y)] for x, y in p["points"]]}
+                            for p in label.get("polygons", [])]
+                db.execute("INSERT OR REPLACE INTO labels (face_id, polygons, matte, origin, updated) "
+                           "VALUES (?, ?, ?, ?, ?)", (int(face_id), json.dumps(polygons), label.get("matte"),
+                                                      label.get("origin", "editor"), time.time()))
+

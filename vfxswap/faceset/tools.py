@@ -30,7 +30,7 @@ def info(fs: Faceset) -> dict:
         "folder": str(fs.folder), "counts": counts, "face_type": fs.meta("face_type"), "size": fs.meta("size"),
         "encoding": fs.meta("encoding"), "sources": fs.sources(), "tracks": tracks,
         "yaw_histogram": {f"{a:+d}..{b:+d}": int(n) for a, b, n in zip(YAW_BINS[:-1], YAW_BINS[1:], hist)},
-        "pitch_range": _range([f.pitch for f in faces]), "blur_range": _range(blur),
+        "pitch_range": _range([f.pitch for f in faces]), "blur_range": _range(blur), "masker": fs.meta("masker"),
     }
 
 
@@ -45,6 +45,8 @@ def format_info(data: dict) -> str:
              f"faces      {c['faces'] - c['excluded']} kept, {c['excluded']} excluded, {c['aligned']} aligned"
              + (f", {c['filled']} filled in over short track gaps (not detected)" if c.get("filled") else ""),
              f"frames     {c['frames']} ({c['frames_without_faces']} without a face), {len(data['sources'])} source(s)",
+             f"masks      {c.get('labelled', 0)} labelled, {c.get('segmented', 0)} with a segmentation matte"
+             + (f" (masker {data['masker']['id']})" if data.get("masker") else ""),
              "tracks     " + ", ".join(f"{k}: {v}" for k, v in data["tracks"].items())]
     peak = max(data["yaw_histogram"].values() or [1]) or 1
     lines.append("yaw        (degrees, + = face turned to its left)")
@@ -57,19 +59,29 @@ def format_info(data: dict) -> str:
     return "\n".join(lines)
 
 
-def sort(fs: Faceset, by: str) -> list:
-    """Rank kept faces for review: yaw (left to right), blur (sharpest first), size (largest
-    first), identity (most typical of the faceset first); the rank is stored."""
+def ordered(faces: list, by: str) -> list:
+    """`faces` in review order, nothing written: yaw (left to right), blur (sharpest first), size
+    (largest first), identity (most typical of the kept faces first); "frame": as given. Faces
+    without the value go last, in the order given. `faceset sort` and the mask editor both use it."""
+    if by == "frame":
+        return list(faces)
     if by not in SORT_KEYS:
         raise VfxSwapError(f"unknown sort key {by!r} (choose from {', '.join(SORT_KEYS)})")
-    faces = [f for f in fs.faces(include_excluded=False) if f.image is not None]
     if by == "identity":
-        embs = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 128))
-        centre = np.median(embs, axis=0) if len(embs) else None
-        key = lambda f: float(np.linalg.norm(f.embedding - centre))
+        kept = [f.embedding for f in faces if f.embedding is not None and not f.excluded]
+        centre = np.median(np.stack(kept), axis=0) if kept else None
+        value = lambda f: None if f.embedding is None or centre is None else float(np.linalg.norm(f.embedding - centre))
     else:
-        key = {"yaw": lambda f: f.yaw, "blur": lambda f: -f.blur, "size": lambda f: -f.face_size}[by]
-    faces.sort(key=key)
+        value = {"yaw": lambda f: f.yaw, "blur": lambda f: None if f.blur is None else -f.blur,
+                 "size": lambda f: None if f.face_size is None else -f.face_size}[by]
+    keyed = [(value(f), i, f) for i, f in enumerate(faces)]
+    keyed.sort(key=lambda t: (t[0] is None, t[0] or 0.0, t[1]))
+    return [f for _, _, f in keyed]
+
+
+def sort(fs: Faceset, by: str) -> list:
+    """Rank kept faces for review (see `ordered`); the rank is stored."""
+    faces = ordered([f for f in fs.faces(include_excluded=False) if f.image is not None], by)
     for rank, f in enumerate(faces):
         f.rank = rank
     fs.update_faces(faces, ["rank"])

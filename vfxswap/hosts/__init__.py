@@ -1,5 +1,5 @@
 """Host-agnostic bridge code shared by the Nuke and Resolve glue and the panel (no host imports)."""
 
-from vfxswap.hosts.jobs import JobResult, JobRunner, RenderJob
+from vfxswap.hosts.jobs import EngineJob, JobResult, JobRunner, RenderJob
 
-__all__ = ["JobResult", "JobRunner", "RenderJob"]
+__all__ = ["EngineJob", "JobResult", "JobRunner", "RenderJob"]

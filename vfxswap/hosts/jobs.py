@@ -2,7 +2,8 @@
 
 Host-agnostic (no Nuke, Resolve or Qt import): the Nuke gizmo, the Resolve script, the panel
 and a farm wrapper all go through `RenderJob` and `JobRunner`, so every host runs the same
-engine the same way. The engine runs in its own process (never inside the host's Python: GPU
+engine the same way; `EngineJob` is any other engine command run so (the mask editor's masker
+training). The engine runs in its own process (never inside the host's Python: GPU
 work and crashes stay out of the artist's session) and reports JSON lines on stdout
 (`vfxswap render --progress json`); stderr is kept for the error text a host shows.
 """
@@ -69,6 +70,18 @@ class RenderJob:
 
 
 @dataclass
+class EngineJob:
+    """Any engine command, `vfxswap <args>`, for `JobRunner`: `args` carry `--progress json`
+    where the command takes it (its events are passed on as they come)."""
+
+    args: list[str]
+    python: str = sys.executable  # the engine's interpreter (a host's own Python may differ)
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "vfxswap", *map(str, self.args)]
+
+
+@dataclass
 class JobResult:
     returncode: int
     written: list[int]
@@ -83,9 +96,10 @@ class JobResult:
 
 
 class JobRunner:
-    """Runs one job in a subprocess; `events()` yields its progress, `cancel()` stops it."""
+    """Runs one job in a subprocess; `events()` yields its progress, `cancel()` stops it. The job
+    is anything with a `command()` (the argv to run): a `RenderJob`, an `EngineJob`."""
 
-    def __init__(self, job: RenderJob, env: dict | None = None):
+    def __init__(self, job: RenderJob | EngineJob, env: dict | None = None):
         self.job = job
         self._env = dict(os.environ, **(env or {}))
         self._proc: subprocess.Popen | None = None

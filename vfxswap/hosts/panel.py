@@ -10,7 +10,6 @@ the UI thread through Qt signals (queued), so the UI never waits on the engine.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from vfxswap.errors import VfxSwapError
 from vfxswap.hosts.jobs import JobResult, JobRunner, RenderJob
-from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets, Signal, exec_
+from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets, Signal, run_window
 from vfxswap.jobspec import RenderOptions, spec
 
 PREVIEW_SIDE = 480
@@ -371,15 +370,7 @@ def main(argv=None) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]] + qt_args)
     panel = SwapPanel()
     panel.set_fields(model=args.model, plates=args.plates, faceset=args.faceset, out=args.out, frames=args.frames)
-    panel.resize(1000, 620)
-    panel.show()
-    # SIGTERM (a session logout, `timeout`, a wrapper) closes the window like its close box, which
-    # cancels a running job; Qt's loop only lets Python run its handler when a timer wakes it
-    signal.signal(signal.SIGTERM, lambda *_: panel.close())
-    wake = QtCore.QTimer()
-    wake.timeout.connect(lambda: None)
-    wake.start(250)
-    return exec_(app)
+    return run_window(app, panel, (1000, 620))  # closing cancels a running job
 
 
 if __name__ == "__main__":

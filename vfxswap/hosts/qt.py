@@ -60,4 +60,19 @@ def exec_(obj) -> int:
     return run()
 
 
-__all__ = ["BINDING", "QtCore", "QtGui", "QtWidgets", "Signal", "exec_"]
+def run_window(app, window, size: tuple[int, int]) -> int:
+    """Show a standalone window and run `app`'s loop until it closes. SIGTERM (a session logout,
+    `timeout`, a wrapper) closes it like its close box, which runs its own clean-up; Qt's loop
+    lets Python run the handler only when a timer wakes it."""
+    import signal
+
+    window.resize(*size)
+    window.show()
+    signal.signal(signal.SIGTERM, lambda *_: window.close())
+    wake = QtCore.QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
+    return exec_(app)
+
+
+__all__ = ["BINDING", "QtCore", "QtGui", "QtWidgets", "Signal", "exec_", "run_window"]

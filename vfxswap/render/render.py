@@ -35,7 +35,7 @@ from vfxswap.errors import VfxSwapError
 from vfxswap.faces import align
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.jobspec import RenderOptions
-from vfxswap.masks import MASKERS, MaskInput
+from vfxswap.masks import MASKERS, NEEDS_SEG, MaskInput
 from vfxswap.plates.frames import FramePattern, format_frames, is_movie, select_frames
 from vfxswap.plates.image import Box, Image, need_rgb, read_image, read_info, write_image
 from vfxswap.progress import progress
@@ -209,6 +209,7 @@ class Renderer:
         self._work: dict[int, FrameWork] = {}  # frames predicted, kept while a neighbour needs them
         self.color_reach = math.ceil(3 * max(0.0, o.color_smooth))  # frames either side the match pools
         self.faces = self._faces()
+        self.segmenter = self._segmenter() if o.mask in NEEDS_SEG else None
 
     def _decoded_movie(self) -> str:
         """A movie plate's frames as a scene-linear EXR sequence beside the layers (OUT/.plates),
@@ -279,6 +280,43 @@ class Renderer:
             if tracks is None or r.track_id in tracks:
                 by_frame.setdefault(r.frame, []).append(r)
         return by_frame
+
+    def _segmenter(self):
+        """The segmentation masker for --mask seg: --mask-model, else the one `masks apply` last ran
+        on the destination faceset (its mattes are what the model may have trained on)."""
+        from vfxswap.masks.seg import Segmenter
+
+        folder = self.opt.mask_model
+        if not folder:
+            with Faceset(self.opt.faceset) as fs:
+                folder = (fs.meta("masker") or {}).get("folder")
+            if not folder:
+                raise VfxSwapError(f"--mask {self.opt.mask}: no --mask-model given and no masker was applied to "
+                                   f"{self.opt.faceset} (vfxswap masks train / apply)")
+        seg = Segmenter(folder, self.opt.device)
+        log.info("--mask %s: segmentation masker %s (%s, %d px)", self.opt.mask, folder, seg.config.id,
+                 seg.resolution)
+        return seg
+
+    def _seg_mattes(self, plate: Image, faces: list[FaceRow], matrices: list[np.ndarray], where: str) -> list:
+        """The segmentation masker's matte of each face, in the model's aligned square: cut at the
+        masker's own side and face type (as its faceset faces were), predicted in one batch, warped
+        into the square `matrices` (plate -> model crop) define."""
+        seg = self.segmenter
+        side, ftype = seg.resolution, seg.config.face_type
+        disp = plate.display_window
+        crops, points, cuts = [], [], []
+        for face in faces:
+            m = align.alignment_matrix(face.landmarks, side, ftype)
+            x0, y0, x1, y1 = align.region_for(m, side, (disp.height, disp.width))
+            region = plate.on_window(Box(disp.x + x0, disp.y + y0, x1 - x0, y1 - y0))
+            crops.append(align.cut_face(self.pipe.to_model(region, where=where), align.shift(m, x0, y0), side))
+            points.append(align.transform_points(face.landmarks, m))
+            cuts.append(m)
+        mattes = seg.predict(np.stack(crops), np.stack(points))
+        res = self.predict.resolution
+        return [np.clip(align.warp_exact(matte, align.compose(mr, align.invert(ms)), (res, res), order=1), 0, 1)
+                for matte, ms, mr in zip(mattes, cuts, matrices)]
 
     def _moved_source(self, fs: Faceset, sources: list[str], key: str) -> str:
         """The faceset's source for these plates under another path (a farm's path mapping,
@@ -359,6 +397,10 @@ class Renderer:
         path = self.seq.path(frame)
         disp = read_info(path).display_window
         spans = [self._cut_region(f.landmarks, (disp.height, disp.width))[1] for f in self.faces.get(frame, [])]
+        if self.segmenter is not None:  # its crop (another side, maybe another face type) reads its own rows
+            side, ftype = self.segmenter.resolution, self.segmenter.config.face_type
+            spans += [align.region_for(align.alignment_matrix(f.landmarks, side, ftype), side, (disp.height, disp.width))
+                      for f in self.faces.get(frame, [])]
         rows = (min(b[1] for b in spans), max(b[3] for b in spans)) if spans else (0, 0)
         plate_img = need_rgb(read_image(path, rows=rows))
         if frame not in self.extracted:  # not "no face": the faceset never finished this frame
@@ -369,12 +411,14 @@ class Renderer:
         res, ftype = self.predict.resolution, self.predict.face_type
         where = path
         faces = []
-        for face in self.faces.get(frame, []):
-            matrix = align.alignment_matrix(face.landmarks, res, ftype)
+        rows = self.faces.get(frame, [])
+        matrices = [align.alignment_matrix(face.landmarks, res, ftype) for face in rows]
+        segs = self._seg_mattes(plate_img, rows, matrices, where) if self.segmenter and rows else [None] * len(rows)
+        for face, matrix, seg in zip(rows, matrices, segs):
             aligned = self.face_input(plate_img, face.landmarks, where)
             pred, learned = self.predict(aligned[None])
             points = align.transform_points(face.landmarks, matrix)
-            mask = self.masker(MaskInput(aligned, points, learned[0]))
+            mask = self.masker(MaskInput(aligned, points, learned[0], seg))
             ref = limited(aligned)
             faces.append(FaceWork(face.track_id, matrix, pred[0], ref, mask, masked_samples(pred[0], ref, mask)))
         work = FrameWork(plate_img.attributes, plate_img.display_window, (disp.height, disp.width), faces)

@@ -4,7 +4,8 @@ One sample is one aligned face, resized to the model resolution R, as a dict of 
 
     "input"     (3, R, R) float32  the face, randomly warped (DeepFaceLab's strength), then the sample's affine
     "target"    (3, R, R) float32  the face through the same affine only (what the model should give back)
-    "mask"      (1, R, R) float32  the chosen landmark hull mask, same affine, 0..1
+    "mask"      (1, R, R) float32  the chosen mask, same affine, 0..1: a landmark hull, or the
+                                   segmentation masker's matte (`seg`, stored beside the face)
     "weights"   (1, R, R) float32  priority map: 1, `eyes_mouth_weight` inside the eyes and mouth
     "landmarks" (68, 2)   float32  aligned landmarks in R-pixel coordinates after the affine
 
@@ -56,7 +57,7 @@ from vfxswap.plates import read_image
 
 log = logging.getLogger("vfxswap")
 
-MASK_KINDS = ("components", "extended")
+MASK_KINDS = ("components", "extended", "seg")  # the hulls in each face's EXR; seg: masks/...seg.exr
 EYE_POINTS = (tuple(range(36, 42)), tuple(range(42, 48)))
 MOUTH_POINTS = tuple(range(48, 60))  # outer lip contour
 PRIORITY_DILATE = 0.10  # hulls grow by this fraction of the inter-ocular distance
@@ -69,6 +70,18 @@ YAW_BIN = 10.0  # degrees per yaw histogram bin for uniform-yaw sampling
 _SUPERSAMPLE = 4  # priority map rasterised on a 4x finer grid, then area-averaged (antialiased)
 _SHIFT = 4  # sub-pixel bits for cv2 polygon filling
 _MASK64 = (1 << 64) - 1
+
+
+def mask_kind_for(folder: str | Path, asked: str) -> str:
+    """The FaceSamples mask kind for train's `--mask`: hull -> the extended hull, seg -> the
+    segmentation mattes (every face must have one), auto -> seg when every kept face has one."""
+    if asked in ("hull", "seg"):
+        return "extended" if asked == "hull" else "seg"
+    if asked != "auto":
+        raise VfxSwapError(f"--mask {asked!r}: auto, seg or hull")
+    with Faceset(folder) as fs:
+        rows = [r for r in fs.faces(include_excluded=False) if r.image is not None]
+    return "seg" if rows and all(r.seg is not None for r in rows) else "extended"
 
 
 def _entropy(*values: int) -> list[int]:
@@ -140,6 +153,12 @@ class FaceSamples(Dataset):
             rows = [r for r in fs.faces(include_excluded=False)
                     if r.image is not None and r.aligned_landmarks is not None and r.size]
             paths = [str(fs.image_path(r)) for r in rows]
+            if mask_kind == "seg":
+                bare = sum(r.seg is None for r in rows)
+                if bare:
+                    raise VfxSwapError(f"{self.folder}: {bare} of {len(rows)} face(s) have no segmentation matte "
+                                       f"(run vfxswap masks apply --faceset {self.folder}, or train with --mask hull)")
+                segs = {p: str(fs.folder / r.seg) for p, r in zip(paths, rows)}
         # Faces deleted from faces/ by hand (a common way to prune bad ones) are left out, with a
         # warning, rather than failing a loader worker mid-run.
         present = [os.path.isfile(p) for p in paths]
@@ -160,6 +179,7 @@ class FaceSamples(Dataset):
             raise VfxSwapError(f"{self.folder}: faceset face type is {have!r}, the model wants {face_type!r}")
         self.face_type = have or face_type
         self.paths = paths
+        self.seg_paths = [segs[p] for p in paths] if mask_kind == "seg" else None
         self.sizes = np.array([int(r.size) for r in rows], np.int64)
         self.landmarks = np.stack([r.aligned_landmarks for r in rows]).astype(np.float32)  # (n, 68, 2) crop px
         self.yaws = np.array([np.nan if r.yaw is None else float(r.yaw) for r in rows], np.float64)
@@ -196,7 +216,8 @@ class FaceSamples(Dataset):
             return cached
         path, size, r = self.paths[index], int(self.sizes[index]), self.resolution
         image = read_image(path)
-        names = ("R", "G", "B", f"{self.mask_kind}.Y")
+        seg = self.mask_kind == "seg"
+        names = ("R", "G", "B") + (() if seg else (f"{self.mask_kind}.Y",))
         missing = [n for n in names if n not in image.channels]
         if missing:
             raise VfxSwapError(f"{path}: not a faceset face (no channel {', '.join(missing)})")
@@ -204,7 +225,12 @@ class FaceSamples(Dataset):
         if px.shape[:2] != (size, size):
             raise VfxSwapError(f"{path}: {px.shape[1]}x{px.shape[0]} pixels, the faceset index says {size}")
         rgb = np.ascontiguousarray(px[:, :, [image.channels.index(n) for n in names[:3]]])
-        mask = np.ascontiguousarray(px[:, :, image.channels.index(names[3])])
+        if seg:
+            from vfxswap.masks.labels import read_matte
+
+            mask = read_matte(self.seg_paths[index], size)
+        else:
+            mask = np.ascontiguousarray(px[:, :, image.channels.index(names[3])])
         if size != r:
             down = r < size
             rgb = cv2.resize(rgb, (r, r), interpolation=cv2.INTER_AREA if down else cv2.INTER_CUBIC)

@@ -287,7 +287,7 @@ class Trainer:
         """The two sample streams, warped or not as the current iteration asks. Each stream's seed
         does not depend on the iteration: a resume, or the switch to sharpening, continues it at its
         position (a save from before positions were kept starts it over)."""
-        from vfxswap.train.data import FaceSamples, make_loader
+        from vfxswap.train.data import FaceSamples, make_loader, mask_kind_for
 
         o = self.opt
         self.warping = self.iteration < self.warp_until
@@ -295,8 +295,12 @@ class Trainer:
         for ident, folder, flip in (("A", o.src, o.flip_src), ("B", o.dst, o.flip_dst)):
             if ident in self.data:
                 self.data[ident].close()
+            kind = mask_kind_for(folder, o.mask)
+            if ident not in self.data:
+                log.info("%s (%s): losses and learned mask follow the %s", folder, ident,
+                         "segmentation mattes" if kind == "seg" else "landmark hull")
             ds = FaceSamples(folder, self.config.resolution, face_type=self.config.face_type, flip=flip,
-                             warp=self.warping, seed=o.seed, eyes_mouth_weight=o.eyes_mouth_weight)
+                             warp=self.warping, seed=o.seed, eyes_mouth_weight=o.eyes_mouth_weight, mask_kind=kind)
             self.data[ident] = make_loader(ds, o.batch, workers=o.workers, uniform_yaw=o.uniform_yaw,
                                            seed=o.seed * 1_000_003 + (ident == "B"),
                                            pin_memory=self.device.type == "cuda", distributed=shard,

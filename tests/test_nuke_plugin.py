@@ -242,7 +242,7 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
     assert list(knobs)[0] == "vfxswap"  # the tab comes first
     assert knobs["face_type"]["menu"] == ["full", "whole_face", "head"]
     assert knobs["color"]["menu"] == ["rct", "lct", "mkl", "idt", "sot", "none"]
-    assert knobs["mask"]["menu"] == ["product", "learned", "hull"]
+    assert knobs["mask"]["menu"] == ["product", "learned", "hull", "seg", "seg*learned"]  # the maskers registry
     assert "vfxswap_nuke.panel_actions" in knobs["render"]["rest"] and "nuke.thisNode()" in knobs["render"]["rest"]
 
     read, merge = nodes["Read_faces"], nodes["Merge_face"]

@@ -396,11 +396,12 @@ class Renderer:
             return self._work[frame]
         path = self.seq.path(frame)
         disp = read_info(path).display_window
-        spans = [self._cut_region(f.landmarks, (disp.height, disp.width))[1] for f in self.faces.get(frame, [])]
+        here = self.faces.get(frame, [])
+        spans = [self._cut_region(f.landmarks, (disp.height, disp.width))[1] for f in here]
         if self.segmenter is not None:  # its crop (another side, maybe another face type) reads its own rows
             side, ftype = self.segmenter.resolution, self.segmenter.config.face_type
             spans += [align.region_for(align.alignment_matrix(f.landmarks, side, ftype), side, (disp.height, disp.width))
-                      for f in self.faces.get(frame, [])]
+                      for f in here]
         rows = (min(b[1] for b in spans), max(b[3] for b in spans)) if spans else (0, 0)
         plate_img = need_rgb(read_image(path, rows=rows))
         if frame not in self.extracted:  # not "no face": the faceset never finished this frame
@@ -411,10 +412,9 @@ class Renderer:
         res, ftype = self.predict.resolution, self.predict.face_type
         where = path
         faces = []
-        rows = self.faces.get(frame, [])
-        matrices = [align.alignment_matrix(face.landmarks, res, ftype) for face in rows]
-        segs = self._seg_mattes(plate_img, rows, matrices, where) if self.segmenter and rows else [None] * len(rows)
-        for face, matrix, seg in zip(rows, matrices, segs):
+        matrices = [align.alignment_matrix(face.landmarks, res, ftype) for face in here]
+        segs = self._seg_mattes(plate_img, here, matrices, where) if self.segmenter and here else [None] * len(here)
+        for face, matrix, seg in zip(here, matrices, segs):
             aligned = self.face_input(plate_img, face.landmarks, where)
             pred, learned = self.predict(aligned[None])
             points = align.transform_points(face.landmarks, matrix)

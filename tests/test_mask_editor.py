@@ -1,6 +1,8 @@
 """The mask editor, offscreen: labels drawn (by calls and by mouse and keys), undone, saved and
 read back; excluded faces; the grid's sort, filter and next unlabelled; the predicted matte's
-tint; Train / Apply as engine jobs (fake commands here), with progress, failure and cancel."""
+tint; Train / Apply as engine jobs (fake commands here), with progress, failure and cancel; the
+editor embedded as a tab, starting empty and opening facesets; the identity filter on real faces
+(two GRID speakers); the yaw histogram of the faces shown; no torch in the UI process."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,10 +24,13 @@ pytest.importorskip("PySide6")
 
 from PySide6 import QtTest  # noqa: E402
 
-from conftest import write_faceset  # noqa: E402
+from conftest import need_shared, write_faceset  # noqa: E402
+from vfxswap.errors import VfxSwapError  # noqa: E402
+from vfxswap.faces.identity import SAME_PERSON, distance  # noqa: E402
 from vfxswap.faceset import Faceset  # noqa: E402
+from vfxswap.hosts.charts import yaw_bins  # noqa: E402
 from vfxswap.hosts.jobs import EngineJob, JobRunner  # noqa: E402
-from vfxswap.hosts.mask_editor import MaskEditor, main, order_faces  # noqa: E402
+from vfxswap.hosts.mask_editor import LIKE_CURRENT, MaskEditor, main, order_faces  # noqa: E402
 from vfxswap.hosts.qt import QtCore, QtWidgets  # noqa: E402
 from vfxswap.masks.hull import hull_mask  # noqa: E402
 from vfxswap.masks.labels import label_matte, write_matte  # noqa: E402
@@ -274,7 +281,7 @@ def test_train_apply_runs_both_jobs_with_progress_and_shows_the_new_mattes(app, 
     ed = editor(jobs=jobs)
     _draw(ed, "include", INCLUDE)
     seen = []
-    ed._bridge.event.connect(lambda name, event: seen.append((name, event["event"], event.get("done"))))
+    ed.job_runs.event.connect(lambda name, event: seen.append((name, event["event"], event.get("done"))))
     assert ed.view.overlay is None
     assert ed.train_apply() and not ed.train_apply()  # one at a time
     assert 1 in ed.labels  # saved first: the masker trains on what is drawn
@@ -294,7 +301,7 @@ def test_a_failing_job_says_why_and_stops_there(app, editor):
     fail = "print(json.dumps({'event': 'start', 'total': 2}), flush=True)\n" \
            "sys.stderr.write('vfxswap: error: no labelled face in the faceset\\n'); sys.exit(2)\n"
     ed = editor(jobs=lambda folder, masker: [("train", _fake(fail)), ("apply", _fake("sys.exit(0)"))])
-    ed._bridge.step.connect(ran.append)
+    ed.job_runs.step.connect(ran.append)
     ed.masker_edit.setText("/elsewhere/masker")
     ed.train_apply()
     _wait(app, lambda: ed.job_result is not None)
@@ -306,9 +313,9 @@ def test_a_failing_job_says_why_and_stops_there(app, editor):
 def test_cancel_stops_the_job_and_the_next_one_never_starts(app, editor):
     ran = []
     ed = editor(jobs=lambda folder, masker: [("train", _fake(_events(200, 0.1))), ("apply", _fake(_events(1)))])
-    ed._bridge.step.connect(ran.append)
+    ed.job_runs.step.connect(ran.append)
     progress = []
-    ed._bridge.event.connect(lambda name, event: progress.append(event))
+    ed.job_runs.event.connect(lambda name, event: progress.append(event))
     started = time.monotonic()
     ed.train_apply()
     _wait(app, lambda: any(e.get("event") == "progress" for e in progress))
@@ -351,3 +358,163 @@ def test_main_opens_the_editor_on_the_faceset(app, faceset):
         signal.signal(signal.SIGTERM, before)
     assert len(opened) == 1 and opened[0].fs.folder == faceset
     assert opened[0].masker_edit.text() == str(faceset / "masker")
+
+
+# --- embedded, identities, yaw coverage -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_speakers(shared_data, tmp_path_factory):
+    """A real faceset of stills: three frames of each GRID speaker (A: s1, B: brbk7n), extracted
+    with dlib, so each face has an identity embedding and extraction grouped them in two tracks."""
+    from vfxswap.faces.extract import extract
+    from vfxswap.jobspec import ExtractOptions
+
+    a = sorted((shared_data / "identities" / "A_grid_s1").glob("*.jpg"))[:3]
+    b = sorted((shared_data / "identities" / "B_grid_brbk7n").glob("*.jpg"))[:3]
+    if len(a) < 3 or len(b) < 3:
+        need_shared("GRID identity stills absent")
+    root = tmp_path_factory.mktemp("speakers")
+    (root / "stills").mkdir()
+    for p in a + b:
+        (root / "stills" / p.name).symlink_to(p)
+    extract(str(root / "stills"), str(root / "fs"), ExtractOptions(detector="dlib", landmarker="dlib", size=64))
+    return root / "fs"
+
+
+def _speaker(face) -> str:
+    return "A" if Path(face.source).name.startswith("s1_") else "B"
+
+
+def test_an_empty_embedded_editor_opens_facesets_and_switching_saves_the_label(app, faceset, tmp_path):
+    tabs = QtWidgets.QTabWidget()
+    ed = MaskEditor(None, embedded=True)
+    tabs.addTab(QtWidgets.QWidget(), "Extract")
+    tabs.addTab(ed, "Faceset")
+    tabs.setCurrentWidget(ed)
+    tabs.resize(1100, 720)
+    tabs.show()
+    try:
+        assert not ed.isWindow() and ed.fs is None and ed.visible_ids() == [] and ed.current_face is None
+        assert "no faceset open" in ed.info_label.text() and not ed.train_button.isEnabled()
+        assert not ed.train_apply() and ed.statusBar().currentMessage() == "open a faceset first"
+        assert all(bar.isVisible() for bar in ed.findChildren(QtWidgets.QToolBar)) and ed.statusBar().isVisible()
+        assert ed.yaw_chart.isVisible() and ed.yaw_chart.total == 0
+        ed.grab()  # paints its empty state
+
+        opened = []
+        ed.facesetOpened.connect(opened.append)
+        ed.faceset_edit.setText(str(faceset))
+        assert ed._open_from_field()  # what Enter in the Faceset field does
+        assert opened == [str(faceset)] and ed.current_id == 1 and len(ed.visible_ids()) == 12
+        assert ed.masker_edit.text() == str(faceset / "masker") and ed.train_button.isEnabled()
+        assert ed.yaw_chart.total == 11
+
+        QtTest.QTest.qWaitForWindowActive(tabs)
+        ed.view.setFocus()
+        QtTest.QTest.keyClick(ed.view, Qt.Key.Key_D)  # the editor's keys work inside the tab
+        assert ed.current_id == 2
+
+        _draw(ed, "include", INCLUDE)  # not saved yet: opening another faceset saves it, as leaving it would
+        other = write_faceset(tmp_path / "other", yaws=[-70.0, 60.0, 61.0], seed=3)
+        ed.masker_edit.setText("/elsewhere/masker")  # a masker the artist chose stays chosen
+        ed.open_faceset(other)
+        with Faceset(faceset) as fs:
+            assert fs.labels()[2]["polygons"] == [{"mode": "include", "points": INCLUDE}]
+        assert ed.fs.folder == other and ed.faceset_edit.text() == str(other)
+        assert ed.visible_ids() == [1, 2, 3] and ed.current_id == 1 and ed.polygons == [] and ed.labels == {}
+        assert ed.masker_edit.text() == "/elsewhere/masker"
+        assert ed.yaw_chart.counts == yaw_bins([-70.0, 60.0, 61.0])
+
+        ed.faceset_edit.setText(str(tmp_path / "not_a_faceset"))
+        assert not ed._open_from_field()  # said in the status bar; the open faceset stays
+        assert "not a faceset" in ed.statusBar().currentMessage() and ed.fs.folder == other
+        with pytest.raises(VfxSwapError, match="not a faceset"):
+            ed.open_faceset(tmp_path / "not_a_faceset")
+        assert ed.fs.folder == other and ed.current_id == 1
+    finally:
+        tabs.close()
+        ed.close()
+    assert ed._closed
+
+
+def test_the_identity_filter_keeps_a_track_or_the_faces_like_the_current_one(app, two_speakers):
+    ed = MaskEditor(two_speakers)
+    try:
+        faces = ed.faces
+        assert len(faces) == 6 and all(f.embedding is not None for f in faces.values())
+        tracks = {t: {i for i, f in faces.items() if f.track_id == t} for t in {f.track_id for f in faces.values()}}
+        assert sorted(len(ids) for ids in tracks.values()) == [3, 3]
+        assert ed.identity_choices() == ["every identity", "track 0 (3 faces)", "track 1 (3 faces)", LIKE_CURRENT]
+
+        for track, ids in tracks.items():
+            ed.set_identity(track)
+            assert set(ed.visible_ids()) == ids
+            assert len({_speaker(faces[i]) for i in ids}) == 1  # a track is one speaker
+        a_ids = {i for i, f in faces.items() if _speaker(f) == "A"}
+
+        # "like the current face": within dlib's same-person distance of its embedding
+        first_a = min(a_ids)
+        ed.set_identity(None)
+        ed.select_face(first_a)
+        ed.set_identity(LIKE_CURRENT)
+        assert set(ed.visible_ids()) == a_ids and ed.like_id == first_a
+        apart = {i: distance(f.embedding, faces[first_a].embedding) for i, f in faces.items()}
+        assert all(apart[i] < SAME_PERSON for i in a_ids) and all(apart[i] >= SAME_PERSON for i in set(faces) - a_ids)
+        assert f"like face {first_a}" in ed.count_label.text()
+        ed.next_face()  # moving on keeps the comparison with the face it was chosen on
+        assert ed.current_id != first_a and set(ed.visible_ids()) == a_ids and ed.like_id == first_a
+
+        # it combines with the sort and the other filter
+        ed.set_sort("blur")
+        assert ed.visible_ids() == [f.id for f in order_faces([faces[i] for i in sorted(a_ids)], "blur")]
+        excluded = sorted(a_ids)[1]
+        ed.select_face(excluded)
+        ed.set_excluded(True)
+        ed.set_filter("excluded")
+        assert ed.visible_ids() == [excluded]
+        ed.set_filter("unlabelled")
+        assert set(ed.visible_ids()) == a_ids - {excluded}
+        assert ed.yaw_chart.counts == yaw_bins([faces[i].yaw for i in ed.visible_ids()])
+        ed.set_identity(None)
+        assert set(ed.visible_ids()) == set(faces) - {excluded} and ed.like_id is None
+    finally:
+        ed.close()
+
+
+def test_the_yaw_histogram_counts_the_faces_shown_and_marks_the_current_one(app, editor, faceset):
+    with Faceset(faceset) as fs:
+        fs.set_labels({i: {"polygons": [{"mode": "include", "points": INCLUDE}], "origin": "import"}
+                       for i in (1, 9, 11)})
+    ed = editor()
+    yaws = [-42.0, -3.0, -1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 12.0, 15.0, 33.0, None]  # ids 1-12
+    chart = ed.yaw_chart
+    assert chart.counts == yaw_bins(yaws) and chart.total == 11 and chart.without_yaw == 1
+    assert chart.current_bin == yaw_bins([-42.0]).index(1)  # face 1
+    ed.select_face(11)
+    assert chart.current_bin == yaw_bins([33.0]).index(1)
+    ed.set_filter("labelled")
+    assert chart.counts == yaw_bins([-42.0, 12.0, 33.0]) and chart.total == 3
+    ed.set_filter("excluded")
+    assert chart.total == 0 and chart.current_bin == yaw_bins([33.0]).index(1)  # still says where it is
+    ed.set_filter("all")
+    ed.set_identity(0)  # the synthetic faces are all track 0
+    assert chart.counts == yaw_bins(yaws)
+
+
+def test_the_editor_does_not_import_torch(faceset):
+    """The UI process stays light: opening the editor on a faceset (faces shown, sorted by
+    identity, filtered like the current face) loads neither torch nor dlib."""
+    code = ("import sys\n"
+            "from vfxswap.hosts.qt import QtWidgets\n"
+            "import vfxswap.hosts.mask_editor as me\n"
+            "app = QtWidgets.QApplication([])\n"
+            "ed = me.MaskEditor(None, embedded=True)\n"
+            "ed.open_faceset(sys.argv[1])\n"
+            "ed.set_sort('identity'); ed.set_identity(me.LIKE_CURRENT); ed.load_thumbnails(); ed.grab()\n"
+            "ed.close()\n"
+            "print(sorted(m for m in ('torch', 'dlib') if m in sys.modules))\n")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-c", code, str(faceset)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,8 +1,10 @@
 """The Nuke plugin against a fake `nuke` module (no Nuke here): the gizmo text, init.py, the host
-layer, and a real passthrough render job driven through the gizmo's Render button code."""
+layer, a real passthrough render job driven through the gizmo's Render button code, and the vfxswap
+window as a dockable panel (a fake `nukescripts.panels`, real Qt offscreen)."""
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import sys
@@ -58,6 +60,9 @@ class FakeNode:
     def node(self, name):
         return self.children.get(name)
 
+    def fullName(self):
+        return self.name
+
 
 class FakeProgressTask:
     def __init__(self, fake, title):
@@ -84,6 +89,96 @@ class FakeMenu:
 
     def addCommand(self, name, command="", *args, **kwargs):
         self.fake.ui_calls.append(("addCommand", self.name, name, command))
+
+
+class FakeCustomKnob:
+    """nuke.PyCustom_Knob(name, label, command): Nuke evaluates `command` to an object whose makeUI()
+    gives the widget."""
+
+    def __init__(self, name, label, command):
+        self.name, self.label, self.command = name, label, command
+
+
+class FakePane:
+    """A pane (nuke.Dock) as a Qt tab widget: add() puts a panel's widgets in as the current tab."""
+
+    def __init__(self, name):
+        self.name, self.panels, self.tabs = name, [], None
+
+    def add(self, panel):
+        from vfxswap.hosts.qt import QtWidgets
+
+        if self.tabs is None:
+            self.tabs = QtWidgets.QTabWidget()
+            self.tabs.resize(1280, 800)
+            self.tabs.show()
+        self.panels.append(panel)
+        for widget in panel.widgets:
+            self.tabs.addTab(widget, panel.title)
+            self.tabs.setCurrentWidget(widget)
+
+
+def make_fake_nukescripts(fake):
+    """`nukescripts` with `panels` as Nuke ships it (nukescripts/panels.py): PythonPanel, WidgetKnob,
+    registerPanel/restorePanel and registerWidgetAsPanel, which adds the Pane menu command."""
+    nukescripts = types.ModuleType("nukescripts")
+    panels = types.ModuleType("nukescripts.panels")
+    nukescripts.panels = panels
+    fake.registered, fake.panels, fake.restorable = [], [], {}
+
+    class PythonPanel:
+        def __init__(self, title="", id="", scrollable=True):
+            self.title, self.id, self.knobs, self.widgets, self.floating = title, id, [], None, False
+            fake.panels.append(self)
+
+        def addKnob(self, knob):
+            self.knobs.append(knob)
+
+        def create(self):  # Nuke builds each custom knob's widget: its command evaluated, then makeUI()
+            if self.widgets is None:
+                self.widgets = [eval(k.command, {}).makeUI() for k in self.knobs if isinstance(k, FakeCustomKnob)]
+
+        def addToPane(self, pane=None):
+            self.create()
+            pane = pane if pane is not None else fake.thisPane()
+            if pane is not None:
+                pane.add(self)
+            return self
+
+        def show(self):
+            self.create()
+            self.floating = True
+            for widget in self.widgets:
+                widget.show()
+
+    class WidgetKnob:
+        def __init__(self, widget):
+            self.widgetClass = widget
+
+        def makeUI(self):
+            self.widget = self.widgetClass()
+            return self.widget
+
+    def registerWidgetAsPanel(widget, name, id, create=False):
+        fake.registered.append((widget, name, id))
+
+        def make():
+            panel = PythonPanel(name, id)
+            panel.addKnob(fake.PyCustom_Knob(name, "", "__import__('nukescripts').panels.WidgetKnob(" + widget + ")"))
+            return panel
+
+        def addPanel():
+            return make().addToPane()
+
+        fake.menu("Pane").addCommand(name, addPanel)
+        panels.registerPanel(id, addPanel)
+        return make() if create else None
+
+    panels.PythonPanel, panels.WidgetKnob, panels.registerWidgetAsPanel = PythonPanel, WidgetKnob, registerWidgetAsPanel
+    panels.registerPanel = fake.restorable.__setitem__
+    panels.restorePanel = lambda id: fake.restorable[id]()
+    nukescripts.registerWidgetAsPanel = registerWidgetAsPanel
+    return nukescripts
 
 
 def make_fake_nuke():
@@ -119,6 +214,13 @@ def make_fake_nuke():
         call(*args, **(kwargs or {}))
 
     fake.executeInMainThread = execute_in_main_thread
+
+    fake.panes = {"Properties.1": FakePane("Properties.1")}
+    fake.this_pane = None  # a node's button or a toolbar command runs in no pane
+    fake.thisPane = lambda: fake.this_pane
+    fake.getPaneFor = lambda name: fake.panes.get(name)
+    fake.PyCustom_Knob = FakeCustomKnob
+    fake.nukescripts = make_fake_nukescripts(fake)
     return fake
 
 
@@ -126,6 +228,8 @@ def make_fake_nuke():
 def nuke(monkeypatch):
     fake = make_fake_nuke()
     monkeypatch.setitem(sys.modules, "nuke", fake)
+    monkeypatch.setitem(sys.modules, "nukescripts", fake.nukescripts)
+    monkeypatch.setitem(sys.modules, "nukescripts.panels", fake.nukescripts.panels)
     monkeypatch.syspath_prepend(str(PLUGIN / "python"))
     for name in [m for m in sys.modules if m == "vfxswap_nuke" or m.startswith("vfxswap_nuke.")]:
         monkeypatch.delitem(sys.modules, name)
@@ -236,7 +340,7 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
     assert ended
     expected = {"vfxswap": 20, "model": 2, "faceset": 2, "out_dir": 2, "first_frame": 3, "last_frame": 3,
                 "face_type": 4, "color": 4, "color_smooth": 7, "mask": 4, "erode": 7, "blur": 7, "layers": 6,
-                "all_faces": 6, "render": 22,
+                "all_faces": 6, "render": 22, "open_panel": 22,
                 "status": 26}
     assert {name: knobs[name]["id"] for name in expected} == expected
     assert list(knobs)[0] == "vfxswap"  # the tab comes first
@@ -244,6 +348,9 @@ def test_the_gizmo_declares_its_knobs_nodes_and_wiring():
     assert knobs["color"]["menu"] == ["rct", "lct", "mkl", "idt", "sot", "none"]
     assert knobs["mask"]["menu"] == ["product", "learned", "hull", "seg", "seg*learned"]  # the maskers registry
     assert "vfxswap_nuke.panel_actions" in knobs["render"]["rest"] and "nuke.thisNode()" in knobs["render"]["rest"]
+    assert "a.open_in_panel(nuke.thisNode())" in knobs["open_panel"]["rest"]
+    assert list(knobs).index("open_panel") == list(knobs).index("render") + 1  # beside Render, on its line
+    assert "-STARTLINE" in knobs["open_panel"]["rest"]
 
     read, merge = nodes["Read_faces"], nodes["Merge_face"]
     assert read["class"] == "Read" and read["knobs"]["on_error"] == "black" and read["knobs"]["premultiplied"] == "true"
@@ -482,3 +589,210 @@ def test_render_headless_runs_the_job_synchronously(nuke, shot, tmp_path, capsys
     node["model"].setValue(str(tmp_path / "no-such-model"))
     assert main(["shot.nk", "VfxSwap1"]) == 1
     assert "no-such-model" in capsys.readouterr().err
+
+
+# --- the vfxswap window as a dockable panel ------------------------------------------------------------
+
+ENGINE = "/opt/vfxswap/bin/python"  # VFXSWAP_PYTHON: the engine's own interpreter (nothing runs it here)
+
+
+@pytest.fixture(scope="module")
+def qt():
+    """Qt offscreen, imported before any test puts its fake `nuke` in sys.modules (the binding is
+    chosen at import, from the host when there is one)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from vfxswap.hosts.qt import QtWidgets
+
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+
+@pytest.fixture
+def docked(qt, nuke, monkeypatch):
+    """The fake Nuke with the plugin's menus loaded, and every panel's window closed afterwards."""
+    monkeypatch.setenv("VFXSWAP_PYTHON", ENGINE)
+    runpy.run_path(str(PLUGIN / "init.py"))
+    runpy.run_path(str(PLUGIN / "menu.py"))
+    yield nuke
+    for panel in nuke.panels:
+        for widget in panel.widgets or []:
+            try:
+                widget.close()
+                widget.deleteLater()
+            except RuntimeError:  # deleted by the test already
+                pass
+    for pane in nuke.panes.values():
+        if pane.tabs is not None:
+            pane.tabs.close()
+            pane.tabs.deleteLater()
+    qt.processEvents()
+
+
+def _gizmo_command(knob):
+    knobs, _, _ = parse_gizmo((PLUGIN / "gizmos" / "VfxSwap.gizmo").read_text())
+    return re.search(r' T "([^"]*)"', knobs[knob]["rest"]).group(1)
+
+
+def _press(nuke, node, knob="open_panel"):
+    """Press one of the node's buttons as Nuke does: its script run with nuke.thisNode() = node."""
+    nuke.thisNode = lambda: node
+    exec(_gizmo_command(knob), {"nuke": nuke})
+
+
+def _only_window(nuke):
+    (panel,) = nuke.panels
+    (window,) = panel.widgets
+    return window
+
+
+def _fields(panel):
+    return {name: getattr(panel, f"{name}_edit").text() for name in ("model", "plates", "faceset", "out", "frames")}
+
+
+def test_menu_registers_the_window_as_a_dockable_panel(nuke):
+    from vfxswap_nuke import panel_actions
+
+    runpy.run_path(str(PLUGIN / "init.py"))
+    runpy.run_path(str(PLUGIN / "menu.py"))
+    assert nuke.registered == [(panel_actions.PANEL_WIDGET, "vfxswap", "uk.vfxswap.panel")]
+    assert "vfxswap_nuke.window" in panel_actions.PANEL_WIDGET and "NukeVfxSwapWindow" in panel_actions.PANEL_WIDGET
+    pane_entries = [c for c in nuke.ui_calls if c[:2] == ("addCommand", "Pane")]
+    assert [c[2] for c in pane_entries] == ["vfxswap"] and callable(pane_entries[0][3])  # Pane > vfxswap
+    assert "uk.vfxswap.panel" in nuke.restorable  # a saved layout holding the panel restores it
+    entries = {c[2]: c[3] for c in nuke.ui_calls if c[:2] == ("addCommand", "vfxswap")}
+    assert list(entries) == ["VfxSwap", "vfxswap panel"]
+    assert entries["vfxswap panel"] == "import vfxswap_nuke.panel_actions as a; a.open_panel()"
+    assert nuke.panels == []  # registering builds no window
+
+
+def test_the_registered_class_builds_the_window_with_the_engine_python(docked):
+    from vfxswap.hosts.window import VfxSwapWindow
+    from vfxswap_nuke import panel_actions, window as nuke_window
+
+    ((widget, _, panel_id),) = docked.registered
+    assert eval(widget, {}) is nuke_window.NukeVfxSwapWindow  # in a namespace that imported nothing
+    pane = docked.panes["Properties.1"]
+    docked.this_pane = pane  # Pane > vfxswap, chosen in that pane's content menu
+    (command,) = [c[3] for c in docked.ui_calls if c[:2] == ("addCommand", "Pane")]
+    command()
+    window = _only_window(docked)
+    assert isinstance(window, VfxSwapWindow) and type(window) is nuke_window.NukeVfxSwapWindow
+    assert window.python == ENGINE and window.render.python == ENGINE
+    assert pane.tabs.currentWidget() is window
+    docked.this_pane = None
+    assert panel_actions.open_panel() is window and len(docked.panels) == 1  # vfxswap panel finds it
+    docked.restorable[panel_id]()  # a saved layout's panel: built the same way
+    assert docked.panels[-1].widgets[0].python == ENGINE
+
+
+def test_the_node_button_opens_the_panel_on_the_node_job(docked, tmp_path):
+    from vfxswap.hosts.qt import QtWidgets
+
+    out = tmp_path / "out"
+    node = make_gizmo_node(docked, model="/models/a_on_b", faceset="/facesets/b", out_dir=str(out), face_type="head",
+                           color="mkl", color_smooth=3.0, mask="hull", erode=2.0, blur=1.5, layers=True,
+                           all_faces=True)
+    node.inputs[0] = FakeNode(docked, "Read", file="/shots/plate.####.exr", first=1001, last=1003)
+    _press(docked, node)
+    window = _only_window(docked)
+    pane = docked.panes["Properties.1"]
+    assert pane.panels == docked.panels and pane.tabs.currentWidget() is window  # docked beside Properties
+    assert window.python == ENGINE and window.tabs.currentWidget() is window.render
+    panel = window.render
+    assert _fields(panel) == {"model": "/models/a_on_b", "plates": "/shots/plate.####.exr", "faceset": "/facesets/b",
+                              "out": str(out), "frames": "1001-1003"}
+    assert (panel.mask_combo.currentText(), panel.color_combo.currentText()) == ("hull", "mkl")
+    assert (panel.erode_spin.value(), panel.blur_spin.value(), panel.color_smooth_spin.value()) == (2.0, 1.5, 3.0)
+    assert panel.layers_check.isChecked() and panel.all_faces_check.isChecked()
+    job = panel.build_job()  # what Run would start: the node's job, face_type (no widget here) included
+    assert job.options["face_type"] == "head" and job.options["mask"] == "hull" and job.python == ENGINE
+    assert "job of VfxSwap1" in panel.log_view.toPlainText()
+    assert docked.messages == [] and docked.executed == []
+
+    # a second press (another node, its input no EXR Read) reuses the open panel, brought to the front
+    pane.tabs.addTab(QtWidgets.QLabel("Properties"), "Properties")
+    pane.tabs.setCurrentIndex(pane.tabs.count() - 1)
+    window.tabs.setCurrentIndex(0)  # the artist went on to another of the window's tabs
+    other = make_gizmo_node(docked, model="passthrough", out_dir=str(tmp_path / "out2"), first_frame=1, last_frame=5,
+                            mask="product", layers=False, all_faces=False)
+    other.name = "VfxSwap2"
+    other.inputs[0] = FakeNode(docked, "Grade")
+    _press(docked, other)
+    assert _only_window(docked) is window and pane.tabs.currentWidget() is window
+    assert window.tabs.currentWidget() is panel
+    assert _fields(panel) == {"model": "passthrough", "plates": "", "faceset": "", "out": str(tmp_path / "out2"),
+                              "frames": "1-5"}
+    assert panel.mask_combo.currentText() == "product" and not panel.layers_check.isChecked()
+    log = panel.log_view.toPlainText()
+    assert "job of VfxSwap2" in log and "Plates left empty" in log and "out2/plate/plate.####.exr" in log
+    assert docked.executed == [] and not [n for n in docked.created if n.cls == "Write"]  # no plate written
+    assert docked.messages == []
+
+
+def test_the_panel_takes_the_plate_an_earlier_render_wrote(docked, tmp_path):
+    out = tmp_path / "out"
+    (out / "plate").mkdir(parents=True)
+    (out / "plate" / "plate.0001.exr").write_bytes(b"")
+    node = make_gizmo_node(docked, model="passthrough", out_dir=str(out), first_frame=1, last_frame=1)
+    node.inputs[0] = FakeNode(docked, "Grade")
+    _press(docked, node)
+    panel = _only_window(docked).render
+    assert panel.plates_edit.text() == (out / "plate" / "plate.####.exr").as_posix()
+    assert "an earlier Render wrote" in panel.log_view.toPlainText() and docked.executed == []
+
+
+def test_the_vfxswap_menu_opens_one_panel_and_a_closed_one_is_docked_anew(docked):
+    import shiboken6
+
+    entries = {c[2]: c[3] for c in docked.ui_calls if c[:2] == ("addCommand", "vfxswap")}
+    exec(entries["vfxswap panel"], {"nuke": docked})
+    window = _only_window(docked)
+    assert window.python == ENGINE
+    exec(entries["vfxswap panel"], {"nuke": docked})
+    assert _only_window(docked) is window  # found, not a second panel
+
+    tabs = docked.panes["Properties.1"].tabs
+    tabs.removeTab(tabs.indexOf(window))  # the artist closed the panel: Qt deletes its widget
+    shiboken6.delete(window)
+    node = make_gizmo_node(docked, model="passthrough", out_dir="/out")
+    node.inputs[0] = FakeNode(docked, "Read", file="/shots/plate.####.exr", first=1001, last=1001)
+    _press(docked, node)
+    assert len(docked.panels) == 2
+    window = docked.panels[-1].widgets[0]
+    assert tabs.currentWidget() is window and window.render.model_edit.text() == "passthrough"
+
+
+def test_without_a_properties_pane_the_panel_floats(docked):
+    from vfxswap_nuke import panel_actions
+
+    docked.panes.clear()
+    window = panel_actions.open_panel()
+    assert window is _only_window(docked) and docked.panels[0].floating and window.isVisible()
+    assert panel_actions.open_panel() is window
+
+
+def test_the_render_tab_takes_a_node_s_options_as_hosts_give_them(qt):
+    """set_options: option names or flags, text values (as a host's knobs may give them), None for
+    the engine's default; a render option with no widget is passed on to the job; the rest is logged."""
+    from vfxswap.hosts.panel import SwapPanel
+
+    panel = SwapPanel(python=ENGINE)
+    try:
+        panel.set_fields(model="passthrough", plates="/shots/plate.####.exr", out="/out")
+        panel.set_options({"mask": "seg", "color-smooth": "4", "erode": 2, "all_faces": "yes", "comp": True,
+                           "face_type": "head", "plate_space": "ACEScg", "frames": "1001-1002", "bogus": 1,
+                           "color": "purple", "blur": 9999.0})
+        assert panel.mask_combo.currentText() == "seg" and panel.color_smooth_spin.value() == 4.0
+        assert panel.erode_spin.value() == 2.0 and panel.all_faces_check.isChecked() and panel.comp_check.isChecked()
+        assert panel.color_combo.currentText() == "rct"  # a colour match the engine lacks: left out
+        assert panel.blur_spin.value() == panel.blur_spin.maximum()
+        assert panel.frames_edit.text() == "1001-1002"
+        log = panel.log_view.toPlainText()
+        assert "'bogus'" in log and "'color'" in log and "blur 9999" in log
+        job = panel.build_job()
+        assert job.options["face_type"] == "head" and job.options["plate_space"] == "ACEScg"
+        assert job.options["mask"] == "seg" and job.frames == "1001-1002"
+        panel.set_options({"mask": None, "plate_space": None})
+        assert panel.mask_combo.currentText() == "product" and "plate_space" not in panel.build_job().options
+    finally:
+        panel.close()
+        panel.deleteLater()

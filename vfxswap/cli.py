@@ -92,10 +92,20 @@ def _extract_options(args):
     return from_namespace(ExtractOptions, args)
 
 
+def _progress_to(kind: str) -> None:
+    """`--progress json`: the stages' progress as JSON lines on stdout (a host reads them)."""
+    if kind == "json":
+        from vfxswap.progress import report_json
+
+        report_json()
+
+
 def cmd_extract(args) -> int:
     from vfxswap.faces.extract import extract
 
-    report = extract(args.plates, args.out, _extract_options(args))
+    options = _extract_options(args)
+    _progress_to(options.progress)
+    report = extract(args.plates, args.out, options)
     print(f"faceset {args.out}: {report.faces} face(s); detected {report.frames_detected} frame(s), "
           f"{report.frames_skipped} already done, aligned {report.frames_aligned}")
     if report.without_faces:
@@ -218,6 +228,7 @@ def cmd_train(args) -> int:
     from vfxswap.jobspec import TrainOptions, from_namespace
 
     options = from_namespace(TrainOptions, args)
+    _progress_to(options.progress)
     if options.gpus > 1 and "LOCAL_RANK" not in os.environ:
         from vfxswap.train.launch import under_torchrun
 
@@ -253,7 +264,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_panel(args) -> int:
-    from vfxswap.hosts.panel import main as panel_main
+    from vfxswap.hosts.window import main as panel_main
 
     return panel_main(args.panel_args)
 
@@ -447,9 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, RenderOptions)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("panel", help="a small Qt window to set up, run and watch render jobs (the hosts' panel)",
-                       add_help=False)
-    p.add_argument("panel_args", nargs=argparse.REMAINDER, help="--model, --plates, --faceset, --out, --frames")
+    p = sub.add_parser("panel", help="the artist's window: extract, review faces and masks, train and render, "
+                                     "a tab each (also docked in Nuke)", add_help=False)
+    p.add_argument("panel_args", nargs=argparse.REMAINDER, help="--model, --plates, --faceset, --out, --frames, --tab")
     p.set_defaults(func=cmd_panel)
 
     farm = sub.add_parser("farm", help="render farm jobs: OpenJD bundles (Deadline Cloud), OpenCue, Deadline 10")
@@ -478,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training step (one task on one node; runs before the render; options as "
                              "vfxswap train)")
     add_arguments(t, TrainOptions, prefix="train_", optional=True,
-                  skip=("dst", "model_dir", "resume", "resume_if_saved"),
+                  skip=("dst", "model_dir", "resume", "resume_if_saved", "progress"),
                   rename={"src": "train-src", "device": "train-device", "gpus": "train-gpus",
                           "resolution": "train-resolution", "face_type": "train-face-type", "mask": "train-mask"})
     p.set_defaults(func=cmd_farm)
@@ -537,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["panel"]:  # its own parser (and Qt's options): argparse's REMAINDER drops leading options
-        from vfxswap.hosts.panel import main as panel_main
+        from vfxswap.hosts.window import main as panel_main
 
         return panel_main(argv[1:])
     parser = build_parser()

@@ -87,6 +87,8 @@ class ExtractOptions:
     plate_space: str | None = option(None, "plate colour space (default: from the header, else scene_linear)")
     ocio: str | None = option(None, "OCIO config (path or ocio:// URI)")
     debug_dir: str | None = option(None, "write frames with boxes and landmarks drawn here")
+    progress: str = option("bar", "json: one event a line on stdout (progress of each pass: done, total, rate) for hosts",
+                           choices=("bar", "json"))
 
     def check(self) -> None:
         """Refuse impossible values up front: a new faceset records its size and face type, so a
@@ -175,6 +177,8 @@ class TrainOptions:
                                                 "encoder,inter, LIAE all)", flag="parts", sep=",")
     freeze: list[str] = option(help="parts not trained, e.g. encoder", factory=list, sep=",")
     seed: int = option(0, "random seed (weights, sampling, augmentation)")
+    progress: str = option("bar", "json: one event a line on stdout (iterations done, rate, loss; losses and previews are in the model folder) for hosts",
+                           choices=("bar", "json"))
     quiet: bool = option(False, cli=False)
 
     def release_refs(self) -> dict[str, str | None]:

@@ -7,6 +7,12 @@ pixel centres at integers, whatever the zoom. A face's label is written when you
 save), with origin "editor". Train / Apply runs `masks train`, then `masks apply`, as engine
 subprocesses (`hosts.jobs`, as every host runs the engine), then shows the new mattes.
 
+The grid's faces can be narrowed to one identity (a track, or the faces within the same-person
+distance of the current face's embedding), and a yaw histogram under it shows the poses the faces
+shown cover, so the gaps are plain. The editor runs standalone or embedded (`embedded=True`,
+the artist window's Faceset tab), where it starts with no faceset and opens one from its
+Faceset field.
+
 Mouse: click adds a point; a click on the first point, a double-click or Enter closes the
 polygon; drag a point to move it; right-click removes the polygon under the cursor; the wheel
 zooms, a middle-drag pans. Keys: I / E include / exclude, Delete removes the polygon under the
@@ -20,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import threading
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -32,14 +37,19 @@ import numpy as np
 from vfxswap.errors import VfxSwapError
 from vfxswap.faceset.store import Faceset, FaceRow
 from vfxswap.faceset.tools import SORT_KEYS, ordered
-from vfxswap.hosts.jobs import EngineJob, JobResult, JobRunner
+from vfxswap.faces.identity import SAME_PERSON, distance
+from vfxswap.hosts.charts import YawHistogram
+from vfxswap.hosts.jobs import EngineJob, JobResult
 from vfxswap.hosts.panel import to_pixmap
 from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets, Signal, run_window
+from vfxswap.hosts.qt_jobs import QtJobs
 from vfxswap.masks.hull import hull_mask
 from vfxswap.masks.labels import label_matte, read_matte
 
 SORTS = ("frame",) + SORT_KEYS  # frame: the faceset's own order (source, frame, face)
 FILTERS = ("all", "labelled", "unlabelled", "excluded")  # unlabelled: the work left (not excluded)
+EVERY_IDENTITY = "every identity"
+LIKE_CURRENT = "like the current face"  # within SAME_PERSON of its embedding, as `faceset filter --like`
 THUMB = 96  # grid thumbnail side
 COLOURS = {"include": (70, 220, 90), "exclude": (240, 70, 70)}
 TINT = (40, 150, 255)  # the predicted matte's overlay colour, away from the polygons' green and red
@@ -211,7 +221,8 @@ class FaceView(QtWidgets.QWidget):
         painter.fillRect(self.rect(), QtGui.QColor(32, 32, 32))
         if self.image is None:
             painter.setPen(QtGui.QColor(140, 140, 140))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no face")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                             "open a faceset" if self.editor.fs is None else "no face")
             return
         target = QtCore.QRectF(self.to_widget(-0.5, -0.5), self.to_widget(self.side - 0.5, self.side - 0.5))
         painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, self.scale < 2.0)
@@ -246,35 +257,33 @@ class FaceView(QtWidgets.QWidget):
             painter.drawRect(QtCore.QRectF(point.x() - 3, point.y() - 3, 6, 6))
 
 
-class _Bridge(QtCore.QObject):
-    """Lives on the UI thread; the job's worker thread emits, Qt queues the calls to the UI."""
-
-    step = Signal(str)  # train, apply
-    event = Signal(str, object)  # step, engine event
-    finished = Signal(str, object)  # last step, JobResult
-
-
 class MaskEditor(QtWidgets.QMainWindow):
     """Label a faceset's faces for the masker; see the module docstring for the controls.
 
+    `faceset`: the faceset to open, or None to start empty (`open_faceset` opens one later);
     `masker`: the masker model folder (default `<faceset>/masker`); `python`: the engine's
     interpreter; `jobs(faceset, masker)`: the [(name, job)] Train / Apply runs in turn (default
-    `masker_jobs`; a test gives fake commands); `env`: added to the jobs' environment.
+    `masker_jobs`; a test gives fake commands); `env`: added to the jobs' environment;
+    `embedded`: a widget inside another (the window's Faceset tab), not a window of its own.
     """
 
     jobFinished = Signal(object)  # JobResult of the last step run
+    facesetOpened = Signal(str)  # the faceset folder now shown
 
-    def __init__(self, faceset: str | Path, *, masker: str | Path | None = None, python: str | None = None,
-                 jobs=None, env: dict | None = None, parent=None):
+    def __init__(self, faceset: str | Path | None = None, *, masker: str | Path | None = None,
+                 python: str | None = None, jobs=None, env: dict | None = None, embedded: bool = False,
+                 parent=None):
         super().__init__(parent)
-        self.fs = Faceset(faceset)
+        if embedded:  # a QMainWindow is a window unless told otherwise; its tool and status bars stay
+            self.setWindowFlags(Qt.WindowType.Widget)
+        self.fs: Faceset | None = None
         self.python = python or sys.executable
         self.jobs = jobs or self.masker_jobs
         self.env = env
-        self.faces: dict[int, FaceRow] = {f.id: f for f in self.fs.faces() if f.image}
-        self.labels = self.fs.labels()
-        sizes = [f.size for f in self.faces.values() if f.size]
-        self.side = int(self.fs.meta("size") or (sizes[0] if sizes else 256))
+        self.faces: dict[int, FaceRow] = {}
+        self.labels: dict[int, dict] = {}
+        self.side = 256
+        self.like_id: int | None = None  # the face "like the current face" compares with (when chosen)
         self.current_id: int | None = None
         self.polygons: list[dict] = []  # the current face's label, as edited (saved on leaving it)
         self.draft: list[list[float]] = []  # the polygon being drawn
@@ -287,23 +296,62 @@ class MaskEditor(QtWidgets.QMainWindow):
         self._thumbs: dict[int, QtGui.QPixmap] = {}
         self._thumb_queue: list[int] = []
         self._items: dict[int, QtWidgets.QListWidgetItem] = {}
-        self._thread: threading.Thread | None = None
-        self._runner: JobRunner | None = None
-        self._job_lock = threading.Lock()
-        self._cancel_asked = False
         self._closed = False
-        self._bridge = _Bridge(self)
-        self._bridge.step.connect(self._on_step)
-        self._bridge.event.connect(self._on_event)
-        self._bridge.finished.connect(self._on_finished)
-        self.setWindowTitle(f"vfxswap mask editor: {self.fs.folder}")
-        self._build(masker)
+        self.job_runs = QtJobs(self, env=env)  # Train / Apply, off the UI thread
+        self.job_runs.step.connect(self._on_step)
+        self.job_runs.event.connect(self._on_event)
+        self.job_runs.finished.connect(self._on_finished)
+        self.setWindowTitle("vfxswap mask editor")
         self._thumb_timer = QtCore.QTimer(self)
         self._thumb_timer.timeout.connect(self._load_some_thumbnails)
+        self._build(masker)
+        if faceset is not None:
+            self.open_faceset(faceset)
+        else:
+            self.refresh_grid()
+            self._changed()
+        self.view.setFocus()  # the keys (I, E, D, ...) are the editor's from the start
+
+    def open_faceset(self, path: str | Path) -> None:
+        """Show faceset `path` in place of the open one, saving the current face's label first (as
+        leaving a face does). A folder that is not a faceset raises VfxSwapError and leaves the open
+        one as it was; so does a Train / Apply still running on it (its mattes are on their way)."""
+        if self.job_running:
+            raise VfxSwapError(f"Train / Apply is running on {self.fs.folder}: wait for it or cancel it "
+                               "before opening another faceset")
+        fs = Faceset(path)
+        old_default = self._default_masker()
+        if self.fs is not None and not self._closed:
+            self.save()
+            self.fs.close()
+        self.fs, self._closed = fs, False  # a tab closed with its window and shown again is live again
+        self.faces = {f.id: f for f in fs.faces() if f.image}
+        self.labels = fs.labels()
+        sizes = [f.size for f in self.faces.values() if f.size]
+        self.side = int(fs.meta("size") or (sizes[0] if sizes else 256))
+        self.current_id, self.like_id = None, None
+        self.polygons, self.draft, self._undo, self._redo = [], [], [], []
+        self._images.clear()
+        self._thumbs.clear()
+        self._thumb_queue = []
+        self.view.fitted = True
+        self.faceset_edit.setText(str(fs.folder))
+        if self.masker_edit.text().strip() in ("", old_default):  # a folder the artist chose stays
+            self.masker_edit.setText(self._default_masker())
+        self.setWindowTitle(f"vfxswap mask editor: {fs.folder}")
+        self.train_button.setEnabled(True)
+        self._fill_identities()
         self.refresh_grid()
         ids = self.visible_ids()
         if ids:
             self.select_face(ids[0])
+        else:
+            self.view.set_face(None, self.side, None)
+            self._changed()
+        self.facesetOpened.emit(str(fs.folder))
+
+    def _default_masker(self) -> str:
+        return str(self.fs.folder / "masker") if self.fs is not None else ""
 
     # --- layout -----------------------------------------------------------------------------------
 
@@ -326,8 +374,16 @@ class MaskEditor(QtWidgets.QMainWindow):
         self.sort_combo.setToolTip("order of the grid: as `faceset sort --by` ranks faces")
         self.filter_combo = QtWidgets.QComboBox()
         self.filter_combo.addItems(FILTERS)
+        self.identity_combo = QtWidgets.QComboBox()
+        self.identity_combo.setToolTip("one person: a track (for stills, an identity across them), or the faces "
+                                       "within the same-person distance of the face current when chosen")
+        self.identity_combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)  # long shot names: no wider
+        self.identity_combo.setMinimumContentsLength(10)
         self.sort_combo.currentTextChanged.connect(lambda _: self.refresh_grid())
         self.filter_combo.currentTextChanged.connect(lambda _: self.refresh_grid())
+        self.identity_combo.currentIndexChanged.connect(self._on_identity)
+        self._fill_identities()
         self.grid = QtWidgets.QListWidget()
         self.grid.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
         self.grid.setIconSize(QtCore.QSize(THUMB, THUMB))
@@ -338,16 +394,36 @@ class MaskEditor(QtWidgets.QMainWindow):
         self.grid.setMinimumWidth(3 * (THUMB + 10) + 24)
         self.grid.currentItemChanged.connect(self._on_grid_current)
         self.count_label = QtWidgets.QLabel()
+        self.yaw_chart = YawHistogram()
+        self.yaw_chart.setToolTip("yaw coverage of the faces shown; the current face's bin highlighted, "
+                                  "empty bins (poses missing) marked red")
+        self.yaw_chart.setFixedHeight(max(150, 9 * self.fontMetrics().height()))
+        self.faceset_edit = QtWidgets.QLineEdit()
+        self.faceset_edit.setPlaceholderText("faceset folder")
+        self.faceset_edit.setToolTip("the faceset shown: type a folder and press Enter, or browse")
+        self.faceset_edit.returnPressed.connect(self._open_from_field)
+        self.faceset_edit.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # not where the editor's letter keys go
+        faceset_browse = QtWidgets.QToolButton()
+        faceset_browse.setText("…")
+        faceset_browse.setToolTip("open another faceset")
+        faceset_browse.clicked.connect(self._browse_faceset)
+        opener = QtWidgets.QHBoxLayout()
+        opener.addWidget(QtWidgets.QLabel("Faceset"))
+        opener.addWidget(self.faceset_edit, 1)
+        opener.addWidget(faceset_browse)
         combos = QtWidgets.QHBoxLayout()
         for text, combo in (("Sort", self.sort_combo), ("Show", self.filter_combo)):
             combos.addWidget(QtWidgets.QLabel(text))
             combos.addWidget(combo, 1)
+        combos.addWidget(self.identity_combo, 2)
         left = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(left)
         lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(opener)
         lay.addLayout(combos)
         lay.addWidget(self.grid, 1)
         lay.addWidget(self.count_label)
+        lay.addWidget(self.yaw_chart)
 
         self.view = FaceView(self)
         self.info_label = QtWidgets.QLabel()
@@ -389,7 +465,7 @@ class MaskEditor(QtWidgets.QMainWindow):
                 ("Save", "Ctrl+S", self.save, "write this face's label (leaving a face saves it too)")):
             toolbar.addAction(self._action(text, keys, slot, tip=tip))
 
-        self.masker_edit = QtWidgets.QLineEdit(str(masker or self.fs.folder / "masker"))
+        self.masker_edit = QtWidgets.QLineEdit(str(masker or ""))
         self.masker_edit.setToolTip("the masker model folder Train / Apply trains and applies")
         browse = QtWidgets.QToolButton()
         browse.setText("…")
@@ -401,6 +477,7 @@ class MaskEditor(QtWidgets.QMainWindow):
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_job)
         self.cancel_button.setEnabled(False)
+        self.train_button.setEnabled(False)  # until a faceset is open
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
@@ -424,6 +501,26 @@ class MaskEditor(QtWidgets.QMainWindow):
         split.setStretchFactor(1, 1)
         self.setCentralWidget(split)
         self.statusBar()
+
+    def _browse_faceset(self) -> None:
+        start = self.faceset_edit.text().strip() or (str(self.fs.folder.parent) if self.fs is not None else "")
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Faceset folder", start)
+        if path:
+            self.faceset_edit.setText(path)
+            self._open_from_field()
+
+    def _open_from_field(self) -> bool:
+        """Open the faceset the Faceset field names; a folder that is not one is said, not raised."""
+        path = self.faceset_edit.text().strip()
+        if not path:
+            return False
+        try:
+            self.open_faceset(path)
+        except (VfxSwapError, OSError) as exc:
+            self.message(str(exc))
+            return False
+        self.view.setFocus()
+        return True
 
     def _browse_masker(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Masker model folder", self.masker_edit.text())
@@ -454,11 +551,95 @@ class MaskEditor(QtWidgets.QMainWindow):
     def set_filter(self, name: str) -> None:
         self.filter_combo.setCurrentText(name)
 
+    def _fill_identities(self) -> None:
+        """The identity combo's entries for the open faceset: every identity, a track each (for
+        stills, an identity across them, as extraction groups them; for several shots, a track
+        of one shot), then like the current face. Back on every identity."""
+        faces = list(self.faces.values())
+        frames: dict[str, set] = {}
+        for f in faces:
+            frames.setdefault(f.source, set()).add(f.frame)
+        by_shot = len(frames) > 1 and not all(len(v) <= 1 for v in frames.values())  # track ids are per shot
+        tracks: dict[tuple, int] = {}
+        for f in faces:
+            if f.track_id is not None:
+                key = (f.source if by_shot else None, int(f.track_id))
+                tracks[key] = tracks.get(key, 0) + 1
+        keys = sorted(tracks, key=lambda key: (key[0] or "", key[1]))
+        self._identities = [None] + [("track", *key) for key in keys] + [("like",)]  # the combo's entries
+        combo = self.identity_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(EVERY_IDENTITY)
+        for source, track in keys:
+            name = f"track {track}" if source is None else f"{Path(source).name} track {track}"
+            count = tracks[(source, track)]
+            combo.addItem(f"{name} ({count} face{'' if count == 1 else 's'})")
+        combo.addItem(LIKE_CURRENT)
+        combo.setCurrentIndex(0)
+        combo.blockSignals(False)
+        self.like_id = None
+
+    def identity_choices(self) -> list[str]:
+        """The identity combo's entries, as shown."""
+        return [self.identity_combo.itemText(i) for i in range(self.identity_combo.count())]
+
+    def set_identity(self, choice: int | tuple | str | None) -> None:
+        """Show one identity: None (every one), a track id, (source, track id) when the faceset
+        holds several shots, or an entry's text (`LIKE_CURRENT`: faces like the current one)."""
+        def matches(index: int) -> bool:
+            entry = self._identities[index]
+            if choice is None or isinstance(choice, str):
+                return entry is None if choice is None else self.identity_combo.itemText(index) == choice
+            if entry is None or entry[0] != "track":
+                return False
+            return choice == entry[1:] if isinstance(choice, tuple) else (entry[1] is None and choice == entry[2])
+
+        index = next((i for i in range(len(self._identities)) if matches(i)), None)
+        if index is None:
+            raise ValueError(f"no identity {choice!r} here; the choices are {self.identity_choices()}")
+        if index == self.identity_combo.currentIndex():
+            self._on_identity(index)  # chosen again: "like" takes the face current now
+        else:
+            self.identity_combo.setCurrentIndex(index)
+
+    def _identity(self) -> tuple | None:
+        index = self.identity_combo.currentIndex()
+        return self._identities[index] if 0 <= index < len(self._identities) else None
+
+    def _on_identity(self, _index: int) -> None:
+        like = self._identity() == ("like",)
+        self.like_id = self.current_id if like else None
+        if like and self.current_face is None:
+            self.message("no current face to compare with")
+        elif like and self.current_face.embedding is None:
+            self.message(f"face {self.current_id} has no identity embedding: it is shown alone")
+        self.refresh_grid()
+
+    def identity_ids(self) -> set[int] | None:
+        """Ids of the faces the identity combo keeps, or None when it keeps every face."""
+        data = self._identity()
+        if data is None:
+            return None
+        if data[0] == "track":
+            _kind, source, track = data
+            return {f.id for f in self.faces.values()
+                    if f.track_id == track and (source is None or f.source == source)}
+        reference = self.faces.get(self.like_id)
+        if reference is None:
+            return set()
+        if reference.embedding is None:
+            return {reference.id}
+        ids = [f.id for f in self.faces.values() if f.embedding is not None]
+        apart = np.atleast_1d(distance(np.stack([self.faces[i].embedding for i in ids]), reference.embedding))
+        return {i for i, d in zip(ids, apart) if d < SAME_PERSON} | {reference.id}
+
     def refresh_grid(self) -> None:
-        """Fill the grid from the sort and filter combos (thumbnails load a few at a time)."""
+        """Fill the grid from the sort, filter and identity combos (thumbnails load a few at a time)."""
         shown = self.filter_combo.currentText()
+        person = self.identity_ids()
         faces = [f for f in order_faces(list(self.faces.values()), self.sort_combo.currentText())
-                 if self._shown(f, shown)]
+                 if self._shown(f, shown) and (person is None or f.id in person)]
         one_source = len({f.source for f in self.faces.values()}) == 1  # else name each face's (stills)
         self.grid.blockSignals(True)
         self.grid.clear()
@@ -474,11 +655,19 @@ class MaskEditor(QtWidgets.QMainWindow):
                 self.grid.setCurrentItem(item)
         self.grid.blockSignals(False)
         self._count()
+        self._update_yaw_chart()
         self._thumb_queue = [f.id for f in faces if f.id not in self._thumbs]
         self._thumb_timer.start(0)
 
     def _count(self) -> None:
-        self.count_label.setText(f"{self.grid.count()} of {len(self.faces)} faces, {len(self.labels)} labelled")
+        like = f" like face {self.like_id}" if self.like_id is not None else ""
+        self.count_label.setText(f"{self.grid.count()} of {len(self.faces)} faces{like}, {len(self.labels)} labelled")
+
+    def _update_yaw_chart(self) -> None:
+        """The yaw coverage of the faces the grid shows, the current face's bin highlighted."""
+        face = self.current_face
+        self.yaw_chart.set_yaws([self.faces[i].yaw for i in self.visible_ids()],
+                                current=face.yaw if face is not None else None)
 
     def _load_some_thumbnails(self, count: int = 8) -> None:
         while self._thumb_queue and count:
@@ -596,12 +785,16 @@ class MaskEditor(QtWidgets.QMainWindow):
         self.excluded_action.blockSignals(True)
         self.excluded_action.setChecked(bool(self.current_face.excluded))
         self.excluded_action.blockSignals(False)
+        self._update_yaw_chart()
         self._changed()
 
     def _changed(self) -> None:
         """After any edit: redraw, and say where the face stands."""
         face = self.current_face
         if face is None:
+            self.info_label.setText("no faceset open: type its folder in the Faceset field, or press … beside it"
+                                    if self.fs is None else "no face shown")
+            self.view.update()
             return
         parts = [f"face {face.id}: {Path(face.source).name} frame {face.frame} #{face.face_index}"]
         if face.yaw is not None:
@@ -786,51 +979,27 @@ class MaskEditor(QtWidgets.QMainWindow):
 
     @property
     def job_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.job_runs.running
 
     def train_apply(self) -> bool:
         """Save, then run the Train / Apply jobs on a worker thread; False when one is running."""
         if self.job_running:
             return False
+        if self.fs is None:
+            self.message("open a faceset first")
+            return False
         self.save()
-        masker = self.masker_edit.text().strip() or str(self.fs.folder / "masker")
+        masker = self.masker_edit.text().strip() or self._default_masker()
         jobs = list(self.jobs(str(self.fs.folder), masker))
-        self.job_result, self._cancel_asked = None, False
+        self.job_result = None
         self.progress.setValue(0)
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True, name="vfxswap-masker-job")
-        self._thread.start()
+        self.job_runs.start(jobs)
         return True
 
     def cancel_job(self) -> None:
-        with self._job_lock:
-            self._cancel_asked = True
-            runner = self._runner
-        if runner is not None:
-            runner.cancel()
-
-    def _work(self, jobs) -> None:
-        """Worker thread: each job in turn, its events to the UI; stop at the first that fails."""
-        name, result = "", JobResult(0, [], {}, False, "")
-        for name, job in jobs:
-            with self._job_lock:
-                if self._cancel_asked:
-                    result = JobResult(-1, [], {}, True, "")
-                    break
-                runner = self._runner = JobRunner(job, env=self.env)
-            self._bridge.step.emit(name)
-            try:
-                for event in runner.events():
-                    self._bridge.event.emit(name, event)
-                result = runner.wait()
-            except Exception as exc:  # the engine could not even start (bad interpreter, ...)
-                result = JobResult(-1, [], {}, False, f"{type(exc).__name__}: {exc}")
-            if not result.ok:
-                break
-        with self._job_lock:
-            self._runner = None
-        self._bridge.finished.emit(name, result)
+        self.job_runs.cancel()
 
     def _on_step(self, name: str) -> None:
         self.progress.setValue(0)
@@ -869,6 +1038,8 @@ class MaskEditor(QtWidgets.QMainWindow):
 
     def reload_mattes(self) -> None:
         """Read the faces' predicted mattes again (after `masks apply`)."""
+        if self.fs is None:
+            return
         for face in self.fs.faces():
             if face.id in self.faces:
                 self.faces[face.id].seg = face.seg
@@ -887,11 +1058,11 @@ class MaskEditor(QtWidgets.QMainWindow):
             return
         self.save()
         self.cancel_job()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.job_runs.wait(10)
         self._thumb_timer.stop()
         self._closed = True
-        self.fs.close()
+        if self.fs is not None:
+            self.fs.close()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

@@ -1,25 +1,23 @@
-"""A Qt panel for one render job: fields, Run/Cancel, progress, the last rendered frame, the log.
+"""The Render tab of the artist's window (`hosts.window`): one render job's fields, Run/Cancel,
+progress, the last rendered frame, the log.
 
-The same widget runs standalone (`vfxswap panel`, or `python -m vfxswap.hosts.panel`) and
-docked in Nuke (`nukescripts.panels.registerWidgetAsPanel("vfxswap.hosts.panel.SwapPanel", ...)`).
-It builds a `RenderJob` from its fields and runs it with `JobRunner`, as every host does: the
-engine is a subprocess, read on a worker thread; its events and the last frame's preview reach
-the UI thread through Qt signals (queued), so the UI never waits on the engine.
+It builds a `RenderJob` from its fields and runs it as every host does (`hosts.qt_jobs`): the
+engine is a subprocess read on a worker thread, which also decodes the last frame's preview;
+both reach the UI thread through queued signals, so the UI never waits on the engine.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import threading
-from pathlib import Path
+import math
 
 import numpy as np
 
 from vfxswap.errors import VfxSwapError
-from vfxswap.hosts.jobs import JobResult, JobRunner, RenderJob
-from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets, Signal, run_window
-from vfxswap.jobspec import RenderOptions, spec
+from vfxswap.hosts.jobs import JobResult, RenderJob
+from vfxswap.hosts.options_form import path_row
+from vfxswap.hosts.qt import QtCore, QtGui, QtWidgets
+from vfxswap.hosts.qt_jobs import JobTab
+from vfxswap.jobspec import RenderOptions, normalise, spec
 
 PREVIEW_SIDE = 480
 OPTIONS = spec(RenderOptions)  # choices, defaults and help of the fields below: the engine's own
@@ -67,50 +65,21 @@ def to_pixmap(rgb: np.ndarray) -> "QtGui.QPixmap":
     return QtGui.QPixmap.fromImage(image.copy())  # copy: the QImage must not outlive `data`
 
 
-class _Bridge(QtCore.QObject):
-    """Lives on the UI thread; the worker thread emits, Qt queues the calls to the UI."""
+class SwapPanel(JobTab):
+    """Fields for a render job, Run/Cancel, progress and frames/s, the last frame, the log.
+    `jobFinished` is for hosts that load the outputs."""
 
-    event = Signal(object)  # one engine event (dict)
-    preview = Signal(object, object)  # frame, uint8 display image
-    finished = Signal(object)  # JobResult
-
-
-class SwapPanel(QtWidgets.QWidget):
-    """Fields for a render job, Run/Cancel, progress and frames/s, the last frame, the log."""
-
-    jobFinished = Signal(object)  # JobResult, for hosts that want to load the outputs
+    job_name = "render"
 
     def __init__(self, parent=None, *, python: str | None = None, env: dict | None = None):
-        super().__init__(parent)
+        super().__init__(parent, python=python, env=env)
         self.setWindowTitle("vfxswap render")
-        self.python = python or sys.executable  # the engine's interpreter (a host's may differ)
-        self.env = env
-        self.runner: JobRunner | None = None
-        self.result: JobResult | None = None
         self.last_frame: int | None = None
-        self._thread: threading.Thread | None = None
-        self._job: RenderJob | None = None
-        self._bridge = _Bridge(self)
-        self._bridge.event.connect(self._on_event)
-        self._bridge.preview.connect(self._on_preview)
-        self._bridge.finished.connect(self._on_finished)
+        self._extra_options: dict = {}  # render options with no widget here (set_options keeps them)
         self._build()
         self._set_running(False)
 
     # --- layout --------------------------------------------------------------------------------
-
-    def _path_row(self, placeholder: str, folder: bool) -> tuple[QtWidgets.QLineEdit, QtWidgets.QWidget]:
-        edit = QtWidgets.QLineEdit()
-        edit.setPlaceholderText(placeholder)
-        button = QtWidgets.QToolButton()
-        button.setText("…")
-        button.clicked.connect(lambda: self._browse(edit, folder))
-        row = QtWidgets.QWidget()
-        lay = QtWidgets.QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(edit)
-        lay.addWidget(button)
-        return edit, row
 
     @staticmethod
     def _choice(name: str) -> QtWidgets.QComboBox:
@@ -141,13 +110,13 @@ class SwapPanel(QtWidgets.QWidget):
 
     def _build(self) -> None:
         form = QtWidgets.QFormLayout()
-        self.model_edit, row = self._path_row("model folder, or passthrough", True)
+        self.model_edit, row = path_row("model folder, or passthrough", folder=True, parent=self)
         form.addRow("Model", row)
-        self.plates_edit, row = self._path_row("plates pattern, e.g. /shots/sh010/plate.####.exr", False)
+        self.plates_edit, row = path_row("plates pattern, e.g. /shots/sh010/plate.####.exr", folder=False, parent=self)
         form.addRow("Plates", row)
-        self.faceset_edit, row = self._path_row("the plates' faceset folder", True)
+        self.faceset_edit, row = path_row("the plates' faceset folder", folder=True, parent=self)
         form.addRow("Faceset", row)
-        self.out_edit, row = self._path_row("output folder for face.####.exr", True)
+        self.out_edit, row = path_row("output folder for face.####.exr", folder=True, parent=self)
         form.addRow("Output", row)
         self.frames_edit = QtWidgets.QLineEdit()
         self.frames_edit.setPlaceholderText("all, or e.g. 1001-1100, 1001-1100x2")
@@ -217,22 +186,6 @@ class SwapPanel(QtWidgets.QWidget):
         top.addLayout(left, 3)
         top.addLayout(right, 2)
 
-    def _browse(self, edit: QtWidgets.QLineEdit, folder: bool) -> None:
-        start = edit.text() or str(Path.cwd())
-        if folder:
-            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a folder", start)
-        else:
-            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a plate frame", start)
-            if path:  # one frame's file names the sequence; show it as a pattern
-                from vfxswap.plates import find_sequence
-
-                try:
-                    path = str(find_sequence(path).pattern.hashes)
-                except Exception:
-                    pass
-        if path:
-            edit.setText(path)
-
     # --- the job -------------------------------------------------------------------------------
 
     def set_fields(self, *, model=None, plates=None, faceset=None, out=None, frames=None) -> None:
@@ -241,13 +194,60 @@ class SwapPanel(QtWidgets.QWidget):
             if value is not None:
                 edit.setText(str(value))
 
+    def set_options(self, options: dict) -> None:
+        """Set the option widgets from render options as `RenderOptions` names them (field names or
+        flags, values native or text, as `jobspec.normalise` takes them): mask, color, erode, blur,
+        color_smooth, all_faces, layers, comp, preview; None puts a widget back to the engine's
+        default. Any other render option (a Nuke node's face_type, say) is kept and passed on to the
+        jobs `build_job` makes (None drops a kept one); the job's own fields (model, plates, out,
+        faceset, frames) go to `set_fields`. A key that is no render option, or a bad value, is left
+        out and named in the log."""
+        widgets = {"mask": self.mask_combo, "color": self.color_combo, "erode": self.erode_spin,
+                   "blur": self.blur_spin, "color_smooth": self.color_smooth_spin,
+                   "all_faces": self.all_faces_check, "layers": self.layers_check, "comp": self.comp_check,
+                   "preview": self.preview_check}
+        fields = {}
+        for key, raw in options.items():
+            try:
+                ((name, value),) = normalise(RenderOptions, {key: raw}).items()
+            except VfxSwapError as exc:
+                self.log(f"option {key!r} left out: {exc}")
+                continue
+            if name == "progress":  # the job sets it itself
+                continue
+            if name in ("model", "plates", "out", "faceset", "frames"):
+                fields[name] = value
+                continue
+            widget = widgets.get(name)
+            if widget is None:
+                if value is None:
+                    self._extra_options.pop(name, None)
+                else:
+                    self._extra_options[name] = value
+                continue
+            if value is None:
+                value = OPTIONS[name].default
+            if isinstance(widget, QtWidgets.QComboBox):
+                widget.setCurrentText(str(value))
+            elif isinstance(widget, QtWidgets.QCheckBox):
+                widget.setChecked(bool(value))
+            elif isinstance(value, float) and math.isfinite(value):
+                if not widget.minimum() <= value <= widget.maximum():
+                    self.log(f"option {name} {value:g}: outside {widget.minimum():g}..{widget.maximum():g}, "
+                             f"set to {min(max(value, widget.minimum()), widget.maximum()):g}")
+                widget.setValue(value)
+            else:  # a farm template's variable, NaN: no value this widget can show
+                self.log(f"option {name} {value!r} left out: not a finite number")
+        self.set_fields(**fields)
+
     def build_job(self) -> RenderJob:
         """The job the fields describe; ValueError naming the first missing field."""
         model, plates, out = (e.text().strip() for e in (self.model_edit, self.plates_edit, self.out_edit))
         for name, value in (("model", model), ("plates", plates), ("output folder", out)):
             if not value:
                 raise ValueError(f"no {name} given")
-        options = {"mask": self.mask_combo.currentText(), "color": self.color_combo.currentText(),
+        options = {**self._extra_options,
+                   "mask": self.mask_combo.currentText(), "color": self.color_combo.currentText(),
                    "erode": self.erode_spin.value(), "blur": self.blur_spin.value(),
                    "color_smooth": self.color_smooth_spin.value(), "all_faces": self.all_faces_check.isChecked(),
                    "layers": self.layers_check.isChecked(), "comp": self.comp_check.isChecked(),
@@ -255,67 +255,37 @@ class SwapPanel(QtWidgets.QWidget):
         return RenderJob(model=model, plates=plates, out=out, faceset=self.faceset_edit.text().strip() or None,
                          frames=self.frames_edit.text().strip() or None, options=options, python=self.python)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def log(self, text: str) -> None:
-        self.log_view.appendPlainText(text)
-
-    def run(self) -> bool:
-        """Start the job the fields describe; False (and the reason in the log) when it cannot."""
-        if self.running:
-            return False
-        try:
-            job = self.build_job()
-        except (ValueError, VfxSwapError) as exc:
-            self.log(f"error: {exc}")
-            return False
-        self._job, self.result, self.last_frame = job, None, None
+    def _started(self, job: RenderJob) -> None:
+        self.last_frame = None
         self.progress.setValue(0)
         self.rate_label.setText("– frames/s")
-        self.log("$ " + " ".join(job.command()))
-        self.runner = JobRunner(job, env=self.env)
-        self._set_running(True)
-        self._thread = threading.Thread(target=self._work, args=(self.runner, job), daemon=True,
-                                        name="vfxswap-panel-job")
-        self._thread.start()
-        return True
 
-    def cancel(self) -> None:
-        if self.runner is not None and self.running:
-            self.log("cancelling…")
-            self.runner.cancel()
+    def _on_worker(self, job: RenderJob):
+        return lambda _name, event: self._preview_of(job, event)
 
-    def _work(self, runner: JobRunner, job: RenderJob) -> None:
-        """Worker thread: read the engine's events, make previews, hand both to the UI."""
+    @staticmethod
+    def _preview_of(job: RenderJob, event: dict) -> list[dict]:
+        """Worker thread: a written frame's display image, as a `preview` event for the UI."""
+        if event.get("event") != "frame" or not event.get("path"):
+            return []
+        from vfxswap.plates.frames import is_movie
+        from vfxswap.render.render import decoded_movie_pattern
+
+        plates = decoded_movie_pattern(job.out, job.plates) if is_movie(job.plates) else job.plates
         try:
-            runner.start()
-            for event in runner.events():
-                self._bridge.event.emit(event)
-                if event.get("event") == "frame" and event.get("path"):
-                    try:
-                        image = frame_preview(event["path"], job.plates, event.get("frame"),
-                                              plate_space=job.options.get("plate_space"),
-                                              ocio=job.options.get("ocio"))
-                    except Exception as exc:  # a preview problem never stops the job
-                        self._bridge.event.emit({"event": "log", "text": f"preview of frame "
-                                                 f"{event.get('frame')}: {exc}"})
-                    else:
-                        self._bridge.preview.emit(event.get("frame"), image)
-            result = runner.wait()
-        except Exception as exc:  # the engine could not even start (bad interpreter, ...)
-            result = JobResult(-1, list(runner.written), dict(runner.failed), False, f"{type(exc).__name__}: {exc}")
-        self._bridge.finished.emit(result)
+            image = frame_preview(event["path"], plates, event.get("frame"),
+                                  plate_space=job.options.get("plate_space"), ocio=job.options.get("ocio"))
+        except Exception as exc:  # a preview problem never stops the job
+            return [{"event": "log", "text": f"preview of frame {event.get('frame')}: {exc}"}]
+        return [{"event": "preview", "frame": event.get("frame"), "image": image}]
 
     # --- UI thread -----------------------------------------------------------------------------
 
-    def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-
-    def _on_event(self, event: dict) -> None:
+    def _on_event(self, _name: str, event: dict) -> None:
         kind = event.get("event")
+        if kind == "preview":
+            self._on_preview(event["frame"], event["image"])
+            return
         if kind == "start":
             self.log(f"rendering {event.get('frames')} frame(s) {event.get('first')}-{event.get('last')} "
                      f"to {event.get('output')}")
@@ -345,33 +315,5 @@ class SwapPanel(QtWidgets.QWidget):
         self.image_label.setPixmap(pixmap)
         self.frame_label.setText(f"frame {frame}")
 
-    def _on_finished(self, result: JobResult) -> None:
-        self.result = result
-        self._set_running(False)
-        if result.cancelled:
-            self.log(f"cancelled after {len(result.written)} frame(s); every frame on disk is complete")
-        elif result.ok:
-            self.log("finished")
-        else:
-            self.log("error: " + (result.error or f"the engine exited with code {result.returncode}"))
-        self.jobFinished.emit(result)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        self.cancel()
-        super().closeEvent(event)
-
-
-def main(argv=None) -> int:
-    """Run the panel standalone; fields can be prefilled from the command line."""
-    parser = argparse.ArgumentParser(prog="vfxswap panel", description="render jobs in a small Qt window")
-    for name in ("model", "plates", "faceset", "out", "frames"):
-        parser.add_argument(f"--{name}")
-    args, qt_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]] + qt_args)
-    panel = SwapPanel()
-    panel.set_fields(model=args.model, plates=args.plates, faceset=args.faceset, out=args.out, frames=args.frames)
-    return run_window(app, panel, (1000, 620))  # closing cancels a running job
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def _cancelled_text(self, result: JobResult) -> str:
+        return f"cancelled after {len(result.written)} frame(s); every frame on disk is complete"

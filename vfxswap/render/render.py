@@ -218,7 +218,7 @@ class Renderer:
         from vfxswap.plates.convert import convert
 
         o = self.opt
-        pattern = str(Path(o.out) / ".plates" / f"{Path(o.plates).stem}.####.exr")
+        pattern = decoded_movie_pattern(o.out, o.plates)
         log.info("%s: a movie; decoding its frames to scene-linear %s", o.plates, pattern)
         report = convert(o.plates, pattern, frames=o.frames, start=o.start, to_space="scene_linear", ocio=o.ocio)
         if not report.written:
@@ -650,6 +650,12 @@ def output_pattern(out: str | os.PathLike, name: str, plate_padding: int) -> Fra
     """Where a render writes its `name` frames for plates of this padding: OUT/name.####.exr,
     the plate's digits kept, at least four (the farm's status reads the same names)."""
     return FramePattern(str(Path(out) / f"{name}."), max(plate_padding, 4), ".exr")
+
+
+def decoded_movie_pattern(out: str | os.PathLike, movie: str | os.PathLike) -> str:
+    """Where a render decodes a movie plate's frames: OUT/.plates/<movie name>.####.exr (hosts
+    show the layer over these)."""
+    return str(Path(out) / ".plates" / f"{Path(movie).stem}.####.exr")
 
 
 def frame_is_complete(path: str) -> bool:

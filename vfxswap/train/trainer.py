@@ -42,6 +42,10 @@ from vfxswap.models.device import bf16_by_default, pick_device
 
 log = logging.getLogger("vfxswap")
 STATS = ("loss", "loss_A", "loss_B", "grad_norm", "bad")  # what a step reports, in InFlight's order
+# options the manifest's and the sessions' records leave out: consent paperwork and names have
+# their own place in the manifest, the rest says nothing about how the model was trained
+MANIFEST_SKIP = ("release_ref", "release_ref_src", "release_ref_dst", "name_src", "name_dst", "quiet", "progress")
+SESSION_SKIP = MANIFEST_SKIP + ("resume", "resume_if_saved")
 
 
 class Pair(nn.Module):
@@ -275,6 +279,7 @@ class Trainer:
         self._snapshot = None
         self.stopped_by: str | None = None  # the signal that asked the run to stop early, by name
         self._last_save = time.time()
+        self.record = None  # monitor.RunRecord of this run (rank 0): what the panel and others follow
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -437,12 +442,31 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
-        from vfxswap.progress import progress
+        """Train to --iters (or to a stop signal), save, and record the session (`train.monitor`):
+        how it ended, even when it failed."""
+        from vfxswap.jobspec import changed
+        from vfxswap.train.monitor import RunRecord
 
-        o = self.opt
         if self.main:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._trim_history()
+            shown = changed(self.opt, skip=SESSION_SKIP)
+            self.record = RunRecord(self.folder, iteration=self.iteration, iters=self.opt.iters, options=shown)
+        try:
+            reached = self._run()
+        except BaseException as exc:
+            if self.record is not None:
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"
+                self.record.end(int(self.manifest.get("iteration", 0)), why)  # a resume continues from the last save
+            raise
+        if self.record is not None:
+            self.record.end(reached, "finished" if reached >= self.opt.iters else f"stopped by {self.stopped_by}")
+        return reached
+
+    def _run(self) -> int:
+        from vfxswap.progress import progress
+
+        o = self.opt
         previous = self._catch_stop_signals()
         writer = self._tensorboard()
         bar = progress(total=o.iters, desc="train", unit="it") if self.main and not o.quiet else None
@@ -524,6 +548,9 @@ class Trainer:
         if queued.iteration % o.log_every == 0 or last:
             stats.update(iter=queued.iteration, time=round(time.time(), 3), samples_per_s=rate)
             self._history(stats)
+            if self.record is not None:
+                self.record.update(queued.iteration, loss_A=stats["loss_A"], loss_B=stats["loss_B"],
+                                   samples_per_s=round(rate, 3))
             if writer is not None:
                 for k in ("loss", "loss_A", "loss_B", "lr"):
                     writer.add_scalar(k, stats[k], queued.iteration)
@@ -559,6 +586,8 @@ class Trainer:
         if self.stopped_by is not None:  # asked twice: go now, without saving
             raise KeyboardInterrupt
         self.stopped_by = signal.Signals(signum).name
+        if self.record is not None:
+            self.record.stopping(self.stopped_by)
         if self.main:
             log.warning("interrupted (%s): saving at the end of this step%s; %s again aborts without saving",
                         self.stopped_by, f" (under DDP: at the next snapshot, within {self.opt.snapshot_every} iterations)"
@@ -586,7 +615,7 @@ class Trainer:
         self.manifest["iteration"] = self.iteration
         self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         train = {k: v for k, v in asdict(self.opt).items()
-                 if k not in ("release_ref", "release_ref_src", "release_ref_dst", "name_src", "name_dst", "quiet")}
+                 if k not in MANIFEST_SKIP}
         self.manifest["train"] = {**train, "lr_scale": self.lr_scale, "world_size": self.world,
                                   "device": str(self.device), "bf16": self.bf16}
         if getattr(self, "ranks_identical", None) is not None:

@@ -1,4 +1,4 @@
-"""The one module that talks to Nuke: small functions over `nuke`, imported lazily.
+"""The one module that talks to Nuke: small functions over `nuke` (and `nukescripts`), imported lazily.
 
 Everything else in vfxswap_nuke (and all of vfxswap) stays importable without Nuke; tests put a
 fake `nuke` module in `sys.modules` and exercise these same functions.
@@ -20,6 +20,12 @@ def _nuke():
     import nuke
 
     return nuke
+
+
+def _panels():
+    import nukescripts.panels
+
+    return nukescripts.panels
 
 
 def knob_values(node) -> dict:
@@ -115,3 +121,53 @@ def in_main_thread(fn, *args) -> None:
 
 def message(text) -> None:
     _nuke().message(str(text))
+
+
+def node_name(node) -> str:
+    """The node's name, with the groups it sits in ("Group1.VfxSwap1")."""
+    return node.fullName()
+
+
+# --- dockable panels -----------------------------------------------------------------------------
+# What these rely on (checked against Foundry's documents, not a running Nuke):
+# * nukescripts/panels.py (source: learn.foundry.com/nuke/developers/160/pythondevguide/_modules/
+#   nukescripts/panels.html; registerWidgetAsPanel's body and WidgetKnob read in the Nuke 13-15 copy
+#   of the same file): registerWidgetAsPanel(widget, name, id, create=False) takes `widget` as text
+#   and pastes it into a PyCustom_Knob's command "__import__('nukescripts').panels.WidgetKnob(" +
+#   widget + ")", which Nuke evaluates when it builds the panel; WidgetKnob.makeUI() then calls the
+#   class with no arguments. It adds `name` to the Pane menu (nuke.menu('Pane').addCommand(name,
+#   addPanel), addPanel = a new PythonPanel(name, id) holding that knob, .addToPane()) and calls
+#   registerPanel(id, addPanel), which restorePanel(id) runs when a saved layout holds the panel.
+#   With create=True it also returns such a panel, not docked.
+# * PythonPanel.addToPane(pane=None) builds the panel's widgets and adds it to `pane`, else to
+#   nuke.thisPane() when that is not None, else to no pane; PythonPanel.show() opens it floating.
+# * nuke.getPaneFor(panelName) -> Dock: "the first pane that contains the named panel or None",
+#   the name as in layout.xml ('Properties.1') or a panel id (Python Developer's Guide, nuke.getPaneFor).
+#   The Guide ("Dockable PySide Widgets") docks a panel beside the Properties bin with
+#   registerWidgetAsPanel(..., True).addToPane(nuke.getPaneFor('Properties.1')).
+
+
+def register_panel(widget, name, panel_id) -> None:
+    """Register the Qt widget class `widget` (an expression naming it) as the dockable panel
+    `panel_id`, listed on the Pane menu as `name`."""
+    _panels().registerWidgetAsPanel(widget, name, panel_id)
+
+
+def dock_panel(widget, name, panel_id, beside="Properties.1"):
+    """Open a new panel `panel_id` (as register_panel registered it) docked as a tab of the pane
+    that holds `beside`, or floating when no pane does; returns the PythonPanel.
+
+    It is the panel registerWidgetAsPanel builds (a PythonPanel(name, id) holding a PyCustom_Knob
+    whose command is WidgetKnob(widget)), built here instead of through registerWidgetAsPanel(...,
+    create=True) so that opening it does not register the Pane menu entry again, and docked in a
+    pane named explicitly, not nuke.thisPane(), which a node's button or a toolbar command is not
+    known to set."""
+    nuke, panels = _nuke(), _panels()
+    panel = panels.PythonPanel(name, panel_id)
+    panel.addKnob(nuke.PyCustom_Knob(name, "", "__import__('nukescripts').panels.WidgetKnob(" + widget + ")"))
+    pane = nuke.getPaneFor(beside)
+    if pane is not None:
+        panel.addToPane(pane)
+    else:
+        panel.show()
+    return panel

@@ -1,7 +1,8 @@
-"""What the VfxSwap gizmo's buttons do. Nuke is reached only through `host`."""
+"""What the VfxSwap gizmo's buttons and the vfxswap menu do. Nuke is reached only through `host`."""
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import threading
@@ -32,9 +33,14 @@ def frame_range(values, plate):
     return host.root_range()
 
 
+def node_options(values) -> dict:
+    """The node's render options (an option knob left empty takes the engine's default)."""
+    return {name: values[name] for name in OPTIONS if values.get(name) not in (None, "")}
+
+
 def build_job(values, plates, first, last) -> RenderJob:
     """The engine job for the node's knobs (an option knob left empty takes the engine's default)."""
-    options = {name: values[name] for name in OPTIONS if values.get(name) not in (None, "")}
+    options = node_options(values)
     return RenderJob(model=str(values.get("model") or ""), plates=plates, out=str(values["out_dir"]),
                      faceset=values.get("faceset") or None, frames=f"{first}-{last}", options=options,
                      python=engine_python())
@@ -52,8 +58,13 @@ def prepare(node):
     if plate:
         plates, colour = plate[0], host.input_colorspace(node)
     else:
-        plates, colour = host.write_plate(node, os.path.join(values["out_dir"], "plate"), first, last)
+        plates, colour = host.write_plate(node, plate_folder(values["out_dir"]), first, last)
     return build_job(values, plates, first, last), first, last, colour
+
+
+def plate_folder(out_dir) -> str:
+    """Where Render writes the plate when input 0 is not an EXR Read (host.write_plate's folder)."""
+    return os.path.join(str(out_dir), "plate")
 
 
 # Output folders a render of this session is writing into. A second Render (of the same node, or
@@ -147,3 +158,78 @@ def _apply(node, pattern, first, last, written, colour=(None, False)) -> None:
 def _failed(node, text) -> None:
     host.set_status(node, "failed")
     host.message(text)
+
+
+# --- the vfxswap window as a Nuke panel ------------------------------------------------------------
+# menu.py registers it (Pane > vfxswap); vfxswap > vfxswap panel and the node's "Open in panel"
+# button open it, or find it when it is open already (vfxswap_nuke.window, which imports Qt).
+
+PANEL_ID = "uk.vfxswap.panel"
+PANEL_NAME = "vfxswap"
+# Nuke evaluates this text as the argument of `nukescripts.panels.WidgetKnob(...)` (a Python
+# expression, in Nuke's own namespace) and calls the result with no arguments to build the widget:
+# an expression that imports its module itself does not depend on what that namespace holds. The
+# class is `vfxswap.hosts.window.VfxSwapWindow` given the engine's Python (engine_python()).
+PANEL_WIDGET = "__import__('vfxswap_nuke.window', fromlist=['NukeVfxSwapWindow']).NukeVfxSwapWindow"
+
+
+def register_panel() -> None:
+    """menu.py: the window as a dockable panel, on Nuke's Pane menu and restorable with a layout."""
+    host.register_panel(PANEL_WIDGET, PANEL_NAME, PANEL_ID)
+
+
+def open_panel():
+    """vfxswap > vfxswap panel: the open panel brought to the front, or a new one docked beside
+    the Properties bin; returns the window (None when Nuke builds it later)."""
+    from vfxswap_nuke import window
+
+    try:
+        return window.show()
+    except Exception as exc:  # noqa: BLE001 - shown to the artist, not raised into Nuke's UI
+        host.message(f"vfxswap panel: {exc}")
+        return None
+
+
+def panel_job(node) -> dict:
+    """The node's job as the panel's Render tab takes it, writing nothing: {"fields": model,
+    plates, faceset, out, frames (text, "" where the node has none); "options": the node's render
+    options; "notes": what the artist should know, for the tab's log}.
+
+    The plates are input 0's EXR sequence, as Render takes them. When input 0 is not an EXR Read,
+    Render writes the plate first (prepare); opening the panel does not: it takes the plate an
+    earlier Render wrote when there is one on disk, else leaves Plates empty, and says which."""
+    values = host.knob_values(node)
+    plate = host.input_plate_path(node)
+    first, last = frame_range(values, plate)
+    out = str(values.get("out_dir") or "")
+    notes = [f"job of {host.node_name(node)}: check it, then press Run"]
+    plates = plate[0] if plate else ""
+    if not plate:
+        folder = plate_folder(out) if out else None
+        written = os.path.join(folder, "plate.####.exr").replace(os.sep, "/") if folder else None
+        if folder and glob.glob(os.path.join(glob.escape(folder), "plate.*.exr")):
+            plates = written
+            notes.append(f"Plates: the input is not an EXR Read; this is the plate an earlier Render wrote from "
+                         f"it ({written}); the node's Render button rewrites it from the input as it is now")
+        else:
+            notes.append("Plates left empty: the input is not an EXR Read, and opening the panel writes nothing; "
+                         "the node's Render button writes it to EXR first"
+                         + (f" ({written})" if written else " (into its Output folder)")
+                         + ", or point Plates at an EXR sequence of it")
+    fields = {"model": str(values.get("model") or ""), "plates": plates,
+              "faceset": str(values.get("faceset") or ""), "out": out, "frames": f"{first}-{last}"}
+    return {"fields": fields, "options": node_options(values), "notes": notes}
+
+
+def open_in_panel(node):
+    """The node's "Open in panel" button: the panel (found, or docked) with its Render tab filled
+    from the node's job; the artist presses Run there. Returns the window (None on error, or when
+    Nuke builds it later, which then fills it)."""
+    try:
+        job = panel_job(node)
+        from vfxswap_nuke import window
+
+        return window.show(job)
+    except Exception as exc:  # noqa: BLE001 - shown to the artist, not raised into Nuke's UI
+        host.message(f"VfxSwap: {exc}")
+        return None

@@ -217,7 +217,13 @@ class TrainTab(QtWidgets.QWidget):
         return self._ask_stop("pause")
 
     def stop(self) -> bool:
-        """The same clean save, and the session ends (Start continues the model later)."""
+        """The same clean save, and the session ends (Start continues the model later); a paused
+        training, saved already, just ends its session."""
+        if self.state == "paused":
+            self._set_state("idle")
+            self.log("stopped (it was paused, and saved)")
+            self.refresh()
+            return True
         return self._ask_stop("stop")
 
     def _on_event(self, _name: str, event: dict) -> None:

@@ -147,3 +147,25 @@ def make_astronaut_shot(root, frames: int = 3):
 @pytest.fixture(scope="module")
 def astronaut_shot(tmp_path_factory):
     return make_astronaut_shot(tmp_path_factory.mktemp("shot"))
+
+
+def hooked_flops(model, x, ident: str) -> int:
+    """FLOPs of one forward of `model` on `x` as `ident`, counted from the conv and linear layers
+    that actually ran (2 per multiply-add): what `flops_per_sample` must agree with."""
+    import torch
+    import torch.nn as nn
+
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += 2 * out.numel() // out.shape[0] * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += 2 * m.in_features * m.out_features
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x, ident)
+    for h in hooks:
+        h.remove()
+    return total

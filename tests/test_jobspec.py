@@ -81,6 +81,32 @@ def test_options_dicts_from_hosts_are_checked_and_typed():
             normalise(RenderOptions if "quiet" not in bad else TrainOptions, bad)
 
 
+def test_warp_and_no_warp_both_exist_and_the_last_word_counts():
+    """--no-warp turns the random warp off and --warp back on (a resume after a --no-warp session);
+    either survives flags() and to_argv(), and a negated bool set explicitly is said explicitly."""
+    required = ["--src=a", "--dst=b", "--model=m"]
+    assert from_argv(TrainOptions, required).warp is True
+    assert from_argv(TrainOptions, [*required, "--no-warp"]).warp is False
+    assert from_argv(TrainOptions, [*required, "--no-warp", "--warp"]).warp is True
+    assert from_argv(TrainOptions, [*required, "--warp", "--no-warp"]).warp is False
+    assert flags(TrainOptions, {"warp": True}) == ["--warp"] and flags(TrainOptions, {"no-warp": True}) == ["--no-warp"]
+    assert flags(TrainOptions, {"warp": "off", "flip-dst": True}) == ["--no-warp", "--flip-dst"]
+    for warp in (True, False):
+        options = TrainOptions(src="a", dst="b", model_dir="m", warp=warp, sharpen=0.25, ct_mode="rct")
+        assert from_argv(TrainOptions, to_argv(options, always=("warp",))) == options
+        every = {k: v for k, v in dataclasses.asdict(options).items() if k != "quiet"}  # quiet: no option
+        assert from_argv(TrainOptions, flags(TrainOptions, every)) == options
+    with pytest.raises(VfxSwapError, match=r"options: .*\bwarp, no-warp\b"):
+        normalise(TrainOptions, {"wrap": True})
+
+
+def test_ct_mode_takes_the_render_colour_matches():
+    assert spec(TrainOptions)["ct_mode"].choices == COLOR_MATCHES.names() and spec(TrainOptions)["ct_mode"].default == "none"
+    assert from_argv(TrainOptions, ["--src=a", "--dst=b", "--model=m", "--ct-mode=mkl"]).ct_mode == "mkl"
+    with pytest.raises(VfxSwapError, match="--ct-mode lab: choose from rct, lct, mkl, idt, sot, none"):
+        TrainOptions(src="a", dst="b", model_dir="m", ct_mode="lab").check()
+
+
 def test_model_options_are_validated_as_the_model_validates_them():
     options = TrainOptions(src="a", dst="b", model_dir="m", preset="sae-256", ae_dims=64, variants="")
     assert options.asked_config() == dataclasses.replace(ModelConfig("df", 256, 64, 64, 64, 22, ""))

@@ -80,7 +80,7 @@ def test_every_model_dimension_is_set_from_the_command_line(tmp_path):
     assert out.returncode == 0, out.stderr
     config = json.loads((tmp_path / "m" / "manifest.json").read_text())["config"]
     assert config == {"arch": "liae", "resolution": 32, "ae_dims": 64, "e_dims": 16, "d_dims": 8, "d_mask_dims": 8,
-                      "variants": "u", "face_type": "full"}
+                      "variants": "u", "face_type": "full", "max_dims": 0}
     model, _ = load_model(tmp_path / "m")
     assert model.config.to_dict() == config and sorted(model.parts) == ["decoder", "encoder", "inter_AB", "inter_B"]
     same = _cli(*base, "--model", tmp_path / "m", "--iters", "3", "--resume", "--ae-dims", "64")
@@ -181,9 +181,10 @@ def test_flips_are_per_identity_and_the_source_is_not_flipped_by_default(synthet
     assert {"--flip-src", "--no-flip-dst"} <= set(to_argv(asked))
 
 
-def test_a_resume_with_no_warp_trains_on_without_the_warp(synthetic, tmp_path):
+def test_a_resume_with_no_warp_trains_on_without_the_warp_and_with_warp_warps_again(synthetic, tmp_path):
     """The final sharpening phase: `--resume --no-warp` continues the model with the input no
-    longer warped; the value given now applies, and the manifest's train record says so."""
+    longer warped; the value given now applies, and the manifest's train record says so. A
+    later `--resume --warp` turns it back on, until the --sharpen share of --iters begins."""
     a, b = synthetic
     train(_options(a, b, tmp_path / "m", iters=2))
     assert load_model(tmp_path / "m")[1]["train"]["warp"] is True
@@ -193,6 +194,14 @@ def test_a_resume_with_no_warp_trains_on_without_the_warp(synthetic, tmp_path):
     assert not trainer.data["A"].dataset.warp and not trainer.data["B"].dataset.warp
     assert trainer.run() == 3
     assert load_model(tmp_path / "m")[1]["train"]["warp"] is False
+    options = from_argv(TrainOptions, to_argv(_options(a, b, tmp_path / "m", iters=8, resume=True)) + ["--warp"])
+    options.quiet = True
+    trainer = Trainer(options)
+    assert trainer.warp_until == 4 and trainer.warping
+    assert trainer.data["A"].dataset.warp and trainer.data["B"].dataset.warp
+    assert trainer._warp_phase() == "the random warp until 4, then sharpening without it to 8"
+    assert trainer.run() == 8 and not trainer.data["A"].dataset.warp  # sharpened from 4 on
+    assert load_model(tmp_path / "m")[1]["train"]["warp"] is True
 
 
 def test_sharpen_turns_the_warp_off_for_the_last_share_as_a_resume_with_no_warp_would(synthetic, tmp_path):
@@ -224,15 +233,31 @@ def test_sharpen_turns_the_warp_off_for_the_last_share_as_a_resume_with_no_warp_
         _options(a, b, tmp_path / "bad", sharpen=1.5).check()
 
 
-def test_resume_continues_exactly_as_an_unbroken_run(synthetic, tmp_path):
+def test_resume_continues_exactly_as_an_unbroken_run(synthetic, tmp_path, monkeypatch):
     """K iterations straight, or K/2 then --resume to K (stopping mid-epoch: 12 faces are 3
     batches of 4): the same batches in the same order, the same weights and the same losses.
-    lr dropout draws from the global torch RNG, so its saved state is exercised too."""
+    lr dropout draws from the global torch RNG, so its saved state is exercised too, and
+    --ct-mode rct's pairing of A with B faces, drawn from the seed and the iteration, too."""
+    import vfxswap.train.ct as ct
+
     a, b = synthetic
-    kw = dict(iters=8, lr_dropout=0.2, seed=3, sharpen=0.0)  # the sharpening share is of --iters
+    transferred, real = [], ct.transfer_batch  # each step's colour transfer: its iteration and its result
+
+    def spy(mode, batch_a, batch_b, **kw):
+        out = real(mode, batch_a, batch_b, **kw)
+        transferred.append((kw["iteration"], out["target"].sum().item(), out["input"].sum().item()))
+        assert not torch.equal(out["target"], batch_a["target"])
+        return out
+
+    monkeypatch.setattr(ct, "transfer_batch", spy)
+    kw = dict(iters=8, lr_dropout=0.2, seed=3, sharpen=0.0, ct_mode="rct")  # the sharpening share is of --iters
     assert train(_options(a, b, tmp_path / "straight", **kw)) == 8
+    straight_transfers, transferred[:] = transferred[:], []
+    assert [t[0] for t in straight_transfers] == list(range(8))
     assert train(_options(a, b, tmp_path / "split", **{**kw, "iters": 4})) == 4
     assert train(_options(a, b, tmp_path / "split", **kw, resume=True)) == 8
+    assert transferred == straight_transfers
+    assert load_model(tmp_path / "split")[1]["train"]["ct_mode"] == "rct"
     straight, _ = load_model(tmp_path / "straight")
     split, _ = load_model(tmp_path / "split")
     other = split.state_dict()

@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     # every render option reaches the farm's render (checked here: a bad one would fail only on the farm)
     add_arguments(p.add_argument_group("render options (as vfxswap render)"), RenderOptions, prefix="render_",
                   skip=("model", "plates", "out", "faceset", "frames", "skip_existing", "progress"),
-                  rename={"device": "render-device"})
+                  rename={"device": "render-device", "morph": "render-morph"})
     c = p.add_argument_group("OpenCue")
     c.add_argument("--show", default="testing", help="the show on the cuebot")
     c.add_argument("--shot", help="default: the layers folder's name")
@@ -491,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(t, TrainOptions, prefix="train_", optional=True,
                   skip=("dst", "model_dir", "resume", "resume_if_saved", "progress"),
                   rename={"src": "train-src", "device": "train-device", "gpus": "train-gpus",
-                          "resolution": "train-resolution", "face_type": "train-face-type", "mask": "train-mask"})
+                          "resolution": "train-resolution", "face_type": "train-face-type", "mask": "train-mask",
+                          "morph": "train-morph"})
     p.set_defaults(func=cmd_farm)
     p = fsub2.add_parser("run", help="run a bundle on this machine through `openjd run`")
     p.add_argument("bundle")

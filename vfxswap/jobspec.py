@@ -29,7 +29,7 @@ from typing import Any
 from vfxswap.errors import VfxSwapError
 from vfxswap.faces import DETECTORS, FACE_TYPES, LANDMARKERS
 from vfxswap.masks import MASKERS
-from vfxswap.models import ARCHITECTURES
+from vfxswap.models import ARCHITECTURES, MORPHING_ARCHITECTURES, TRAIN_MORPH, TRAIN_MORPH_RANGE
 from vfxswap.models.config import PRESETS, VARIANT_LETTERS, ModelConfig
 from vfxswap.render import COLOR_MATCHES
 
@@ -45,7 +45,8 @@ def option(default: Any = MISSING, help: str = "", *, choices=None, flag: str | 
     required: the command line must give it (the dataclass may still default it);
     cli: False for fields a program sets but a command line does not (`quiet`);
     sep: a list given as one word split on `sep` (`--parts encoder,inter`);
-    negate: a bool that defaults to True is turned off by this flag (`--no-warp`);
+    negate: a bool that defaults to True is turned off by this flag (`--no-warp`) and back on by its
+    own (`--warp`: a resume may undo an earlier session's flag; given both, the last one counts);
     ui_range: (low, high) for sliders in the panel and the gizmo."""
     meta = {"help": help, "choices": choices, "flag": flag, "required": required, "cli": cli, "sep": sep,
             "negate": negate, "metavar": metavar, "ui_range": ui_range}
@@ -115,12 +116,16 @@ class TrainOptions:
     name_src: str | None = option(None, "display name of identity A (default: the faceset folder name)")
     name_dst: str | None = option(None, "display name of identity B (default: the faceset folder name)")
     preset: str | None = option(None, "model preset: quick (96 px, minutes on a CPU; the default for a new model), "
-                                      "sae-256, sae-512; --resume keeps the saved one", choices=tuple(PRESETS))
+                                      "sae-256, sae-512, sym-256, sym-512, sym-1024 (sym: no dense layer, for "
+                                      "512-1024 px), amp-224 (DeepFaceLab's AMP defaults); --resume keeps the saved "
+                                      "one", choices=tuple(PRESETS))
     # the model's shape (ModelConfig): each overrides the preset's value
     arch: str | None = option(None, "architecture: df (a decoder per identity) or liae (one shared decoder); "
+                                    "amp (one shared decoder, an inter per identity: render --morph dials the swap "
+                                    "from B's own face to A); sym (DF with a convolutional code, for 512-1024 px); "
                                     "default: the preset's", choices=tuple(ARCHITECTURES))
     resolution: int | None = option(None, "face crop side in pixels (a multiple of 16, x2 with variant d, x2 with "
-                                          "t); default: the preset's")
+                                          "t; 32 for sym); default: the preset's")
     ae_dims: int | None = option(None, "bottleneck width (code channels); default: the preset's")
     e_dims: int | None = option(None, "encoder base channels (doubled per level); default: the preset's")
     d_dims: int | None = option(None, "decoder base channels; default: the preset's")
@@ -129,6 +134,12 @@ class TrainOptions:
                                         "t one level deeper ('' for none); default: the preset's")
     face_type: str | None = option(None, "face type the model is trained and rendered at; default: the preset's",
                                    choices=tuple(FACE_TYPES))
+    max_dims: int | None = option(None, "sym only: the widest layer, channels double per level towards the code up "
+                                        "to it (0: no cap); default: the preset's")
+    morph: float | None = option(None, "amp models only: the share of A's code channels taken, at random each step, "
+                                       "from A's own inter, the rest from B's (DeepFaceLab's morph factor, 0.1-0.5; "
+                                       "lower keeps more of A's expressions, higher leaves less room to learn B); "
+                                       "default 0.33 for a new model, the saved value on --resume")
     iters: int = option(1000, "train until this iteration")
     batch: int = option(8, "faces per identity per step (per process)")
     # 2e-4 by bench/quality.py on the quick preset (300 iterations): 5e-5 (DeepFaceLab's, for long runs of
@@ -147,13 +158,18 @@ class TrainOptions:
     flip_src: bool = option(False, "random horizontal flips of A too (off by default: a mirrored source loses its "
                                    "asymmetries, a parting or a scar, in the render)")
     flip_dst: bool = option(True, "no random horizontal flips of B", negate="no-flip-dst")
-    warp: bool = option(True, "no random warp of the input at all (a --resume may turn it off or on)",
-                        negate="no-warp")
+    warp: bool = option(True, "no random warp of the input at all (--warp, the default, warps until the --sharpen "
+                              "share; either may change on --resume)", negate="no-warp")
     # DeepFaceLab's recipe in one run: the warp makes the shared encoder learn faces rather than
     # pixels, and a final phase without it sharpens. bench/quality.py (quick preset, 1500
     # iterations, seed 0) measured the share: see README's training section.
     sharpen: float = option(0.5, "share of --iters trained last without the random warp, DeepFaceLab's sharpening "
                                  "phase (0: warp throughout)")
+    ct_mode: str = option("none", "training-time colour transfer, for A and B shot under different light: each A "
+                                  "face (input and target alike) recoloured like a random B face of the step, inside "
+                                  "the masks, in the model encoding, with the render's colour match of that name: rct "
+                                  "mean/spread per channel; lct covariance; mkl least-change covariance; idt/sot "
+                                  "distribution transfer (slower); none: off", choices=tuple(COLOR_MATCHES))
     workers: int | None = option(None, "data loader processes per identity (default: from the cores, at most 8)")
     device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
     gpus: int = option(1, "data-parallel processes on this node, one per GPU (runs itself under torchrun "
@@ -228,7 +244,17 @@ class TrainOptions:
                                ("sharpen", 0 <= self.sharpen <= 1, "from 0 to 1")):
             if not ok:  # also false for NaN
                 raise VfxSwapError(f"--{flag_of(TrainOptions, name)} {getattr(self, name)}: must be {want}")
-        self.asked_config()  # the model options, validated as the model validates them
+        config = self.asked_config()  # the model options, validated as the model validates them
+        if self.morph is not None:
+            low, high = TRAIN_MORPH_RANGE
+            if not low <= self.morph <= high:  # also false for NaN
+                raise VfxSwapError(f"--morph {self.morph}: must be from {low} to {high} (DeepFaceLab's range; "
+                                   f"{TRAIN_MORPH} is typical)")
+            # the model's arch where it is known before the run (a resume without model options: at load)
+            arch = config.arch if config else None if self.resume or self.resume_if_saved else PRESETS["quick"].arch
+            if arch is not None and arch not in MORPHING_ARCHITECTURES:
+                raise VfxSwapError(f"--morph {self.morph}: only an amp model morphs, and this one would be {arch}; "
+                                   f"add --arch amp, or drop --morph")
 
 
 @dataclass
@@ -256,6 +282,9 @@ class RenderOptions:
                                "distribution transfer; none", choices=tuple(COLOR_MATCHES))
     color_smooth: float = option(2.0, "smooth the colour match along each face track: Gaussian sigma in frames "
                                       "(0: each frame matched alone)", ui_range=(0, 10))
+    morph: float = option(1.0, "amp models: how far the swap goes from the performer's own face (0: B "
+                               "reconstructed) to the source identity (1: the full swap); other models take 1 "
+                               "only", ui_range=(0, 1))
     name: str = option("face", "output file name before the frame number")
     skip_existing: bool = option(False, "keep frames already complete on disk")
     compression: str = option("zip", "EXR compression (zip, piz, dwaa[:level])")
@@ -282,6 +311,8 @@ class RenderOptions:
                 raise VfxSwapError(f"--{name} {getattr(self, name)}: must be a finite number")
         if self.blur < 0:
             raise VfxSwapError(f"--blur {self.blur}: must be 0 or more")
+        if not 0 <= self.morph <= 1:  # also false for NaN
+            raise VfxSwapError(f"--morph {self.morph}: must be from 0 (the performer's own face) to 1 (the full swap)")
         if self.resolution < 16:
             raise VfxSwapError(f"--resolution {self.resolution}: must be at least 16")
 
@@ -417,8 +448,11 @@ def add_arguments(parser, cls, *, skip=(), only=None, rename: dict | None = None
         default = None if s.default is MISSING else s.default
         if s.kind is bool:
             if s.negate:
-                parser.add_argument("--" + rename.get(s.name, s.negate), dest=dest, action="store_false",
-                                    default=default, help=s.help)
+                off = "--" + rename.get(s.name, s.negate)
+                if flag != off:  # a rename names the negation alone
+                    parser.add_argument(flag, dest=dest, action="store_true", default=default,
+                                        help=f"the default: the opposite of {off}")
+                parser.add_argument(off, dest=dest, action="store_false", default=default, help=s.help)
             else:
                 parser.add_argument(flag, dest=dest, action="store_true", default=default, help=s.help)
             continue
@@ -467,7 +501,7 @@ def from_argv(cls, argv: list[str]):
 def _word(s: Spec, value) -> list[str]:
     if s.kind is bool:
         if value:
-            return [] if s.negate else [f"--{s.flag}"]
+            return [f"--{s.flag}"]  # with a negation too: said explicitly, it stays said (`--warp`)
         return [f"--{s.negate}"] if s.negate else []
     if value is None:
         return []
@@ -512,7 +546,7 @@ def normalise(cls, options: dict) -> dict:
         key = str(key).lstrip("-")
         s = specs.get(key.replace("-", "_")) or by_flag.get(key) or negated.get(key)
         if s is None or not s.cli:
-            known = ", ".join(s.negate or s.flag for s in specs.values() if s.cli)
+            known = ", ".join(w for s in specs.values() if s.cli for w in (s.flag, s.negate) if w)
             raise VfxSwapError(f"unknown {_what(cls)} option {key!r} (options: {known})")
         value = _coerce(s, value)
         if key == s.negate:  # {"no-warp": True}

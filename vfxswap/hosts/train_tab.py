@@ -26,10 +26,11 @@ from vfxswap.jobspec import TrainOptions, flags
 from vfxswap.train import monitor
 
 GROUPS = [("identities", ["release_ref", "release_ref_src", "release_ref_dst", "name_src", "name_dst"]),
-          ("model", ["preset", "arch", "resolution", "ae_dims", "e_dims", "d_dims", "d_mask_dims", "variants",
-                     "face_type"]),
-          ("training", ["iters", "batch", "lr", "warmup", "mask", "sharpen", "warp", "flip_src", "flip_dst",
-                        "uniform_yaw", "eyes_mouth_weight", "gan_power", "lr_dropout", "weight_decay", "clip"]),
+          ("model", ["preset", "arch", "resolution", "ae_dims", "e_dims", "d_dims", "d_mask_dims", "max_dims",
+                     "variants", "face_type"]),
+          ("training", ["iters", "batch", "lr", "warmup", "mask", "sharpen", "warp", "ct_mode", "flip_src",
+                        "flip_dst", "uniform_yaw", "eyes_mouth_weight", "gan_power", "lr_dropout", "weight_decay",
+                        "clip"]),
           ("device", ["device", "gpus", "bf16", "compile", "workers"]),
           ("saving and previews", ["save_every", "save_minutes", "keep_backups", "preview_every", "log_every",
                                    "snapshot_every", "tensorboard"]),

@@ -79,7 +79,7 @@ def model_info(folder: str | os.PathLike, *, verify: bool = False) -> dict:
             "vfxswap": manifest.get("vfxswap"), "format_version": manifest.get("format_version"),
             "arch": config.get("arch"), "variants": config.get("variants", ""), "resolution": config.get("resolution"),
             "face_type": config.get("face_type"),
-            "dims": {k: config.get(k) for k in ("ae_dims", "e_dims", "d_dims", "d_mask_dims")},
+            "dims": {k: config.get(k) for k in ("ae_dims", "e_dims", "d_dims", "d_mask_dims", "max_dims")},
             "identities": manifest.get("identities", {}), "release_refs": release_refs(manifest),
             "colour": manifest.get("colour", {}), "iteration": manifest.get("iteration"),
             "params": params, "extra_params": extra_params, "files": files,
@@ -108,7 +108,7 @@ def format_info(info: dict) -> str:
              f"format {info.get('format_version')})",
              f"arch        {arch}  resolution {info.get('resolution')}  face type {info.get('face_type')}",
              f"dims        ae {dims.get('ae_dims')}  e {dims.get('e_dims')}  d {dims.get('d_dims')}  "
-             f"mask {dims.get('d_mask_dims')}",
+             f"mask {dims.get('d_mask_dims')}" + (f"  max {dims['max_dims']}" if dims.get("max_dims") else ""),
              f"iteration   {info.get('iteration')}"]
     if info.get("params") is not None:
         params = f"params      {info['params'] / 1e6:.2f} M"

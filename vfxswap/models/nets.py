@@ -4,6 +4,8 @@ a patch discriminator for training, and the accounting (`count_params`, `flops_p
 An architecture (DF in `vfxswap.models.df`, LIAE in `vfxswap.models.liae`, registered in
 `vfxswap.models.ARCHITECTURES`) is a `FaceModel` subclass: it names its parts, builds the ones
 after the shared encoder, and says how a code is made for an identity and which decoder reads it.
+One with an encoder of its own (`vfxswap.models.sym`: convolutional, no dense layer) overrides
+`_build_encoder`, and one not counted by the formula below gives `forward_flops(config)`.
 
 Shapes (R = config.resolution, e = e_dims, L = number of down levels, 4, or 5 with variant "t"):
   encoder  (N, 3, R, R) -> strided 5x5 convs e, 2e, 4e, 8e (, 8e) with LeakyReLU(0.1)
@@ -206,13 +208,18 @@ class FaceModel(nn.Module):
         self.config = dataclasses.replace(config)
         # with a seed, torch's default layer init must not consume the global RNG either
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            self.encoder = Encoder(config)
+            self.encoder = self._build_encoder(config)
             self._build_parts(config, self.encoder.out_features)
         if tuple(self._modules) != self.PARTS:
             raise TypeError(f"{type(self).__name__} built parts {tuple(self._modules)}, its PARTS say {self.PARTS}")
         _init_weights(self, None if seed is None else torch.Generator().manual_seed(int(seed)))
 
     # what an architecture defines
+    def _build_encoder(self, config: ModelConfig) -> nn.Module:
+        """The shared encoder; its `out_features` is passed to `_build_parts`. DF and LIAE use
+        `Encoder` (flat features); an architecture with a spatial code (sym) builds its own."""
+        return Encoder(config)
+
     def _build_parts(self, config: ModelConfig, in_features: int) -> None:
         """Create the parts after the encoder (whose flat output has `in_features`), in PARTS order."""
         raise NotImplementedError
@@ -240,7 +247,7 @@ class FaceModel(nn.Module):
 
     # the three stages, public so a trainer can batch A and B through the shared encoder
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, R, R) -> (N, F) flat encoder features."""
+        """(N, 3, R, R) -> (N, F) flat encoder features (sym keeps them spatial: (N, C, g, g))."""
         r = self.config.resolution
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, r, r):
             raise VfxSwapError(f"model input must be (N, 3, {r}, {r}) for resolution {r}, got {tuple(x.shape)}")
@@ -338,6 +345,8 @@ def flops_per_sample(config: ModelConfig) -> int:
     config.validate()
     c = config
     arch = ARCHITECTURES.get(c.arch)
+    if hasattr(arch, "forward_flops"):  # an architecture that counts its own (sym)
+        return arch.forward_flops(config)
     macs = 0
 
     def conv(in_ch: int, out_ch: int, k: int, out_res: int) -> int:

@@ -92,13 +92,19 @@ class PassThroughPredictor:
 class ModelPredictor:
     """A trained model: encodes destination (B) faces and decodes them as the source (A)."""
 
-    def __init__(self, folder: str, device: str = "auto"):
+    def __init__(self, folder: str, device: str = "auto", morph: float = 1.0):
+        from vfxswap.models import MORPHING_ARCHITECTURES
         from vfxswap.models.device import pick_device
         from vfxswap.models.store import load_model
 
         self.device = pick_device(device)
         self.model, manifest = load_model(folder, device=self.device)
         self.model.eval()
+        # how far an amp model's swap goes from B's own face (0) to A (1); others have only the full swap
+        self.morph = float(morph)
+        if self.morph != 1.0 and self.model.config.arch not in MORPHING_ARCHITECTURES:
+            raise VfxSwapError(f"--morph {morph}: only an amp model morphs, and {folder} is {self.model.config.arch}; "
+                               f"render it with --morph 1")
         self.resolution, self.face_type = self.model.config.resolution, self.model.config.face_type
         identities = manifest.get("identities", {})
         b = identities.get("B", {})
@@ -121,7 +127,7 @@ class ModelPredictor:
 
         with torch_threads(self.threads), torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2))).to(self.device)
-            rgb, mask = self.model.swap(x, "A")
+            rgb, mask = self.model.swap(x, "A", morph=self.morph) if self.morph != 1.0 else self.model.swap(x, "A")
         return rgb.float().cpu().numpy().transpose(0, 2, 3, 1), mask.float().cpu().numpy()[:, 0]
 
 
@@ -196,8 +202,11 @@ class Renderer:
         self.seq, self.frames = select_frames(plates, o.frames, keep_missing=True)
         self.pattern = output_pattern(o.out, o.name, self.seq.pattern.padding)
         self._refuse_writing_over_plates()
+        if o.model == "passthrough" and o.morph != 1:
+            raise VfxSwapError(f"--morph {o.morph}: the passthrough check has no identities to morph between; "
+                               f"leave --morph at 1")
         self.predict = PassThroughPredictor(o.resolution, o.face_type) if o.model == "passthrough" else \
-            ModelPredictor(o.model, o.device)
+            ModelPredictor(o.model, o.device, morph=o.morph)
         self.choice = resolve_config(o.ocio)
         # a --plate-space is the whole run's (an unknown one fails here, once, not frame by
         # frame); without it the first plate's header decides (render_frame)
@@ -514,6 +523,8 @@ class Renderer:
         layer.set_attribute("software", f"vfxswap {__version__}")
         layer.set_attribute("vfxswap:model", p.get("model_id", ""))
         layer.set_attribute("vfxswap:modelManifestSha256", p.get("manifest_sha256", ""))
+        # how far the swap went from the performer's own face (0) to the source identity (1; every non-amp model)
+        layer.set_attribute("vfxswap:morph", float(self.opt.morph))
         layer.set_attribute("vfxswap:identities", json.dumps(p.get("identities", {}), sort_keys=True))
         layer.set_attribute("vfxswap:releaseRef", "; ".join(f"{k}: {v}" for k, v in sorted(refs.items())))
         layer.set_attribute("vfxswap:ocioConfig", self.pipe.choice.name)

@@ -15,6 +15,8 @@ what it understood of it, which is what a swap needs. Its strength is DeepFaceLa
 3, 5 or 9 node grid whose interior nodes move by a normal offset; see `WARP_SIGMA`): a weaker
 warp lets the model get away with copying. Why everything else (affine, flip, colour) goes on both: those are
 new views of the same face, and the model must reproduce the view (and the colour) it is given.
+Training-time colour transfer (`--ct-mode`: A recoloured like B) needs both identities' faces, so
+it is not done here but in the training step, where the two batches meet (`train.ct` says why).
 
 Pixels are float32 throughout, in the model encoding (normalised ACEScct, roughly 0..1 but
 highlights above 1 and small negatives are kept): nothing here clips. Images are resized with

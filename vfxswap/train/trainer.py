@@ -221,6 +221,10 @@ class Trainer:
             except AttributeError:
                 raise VfxSwapError(f"--freeze {part}: no such part (parts: {', '.join(self.model.part_names())})") from None
             frozen.requires_grad_(False)
+        from vfxswap.models.amp import train_morph
+
+        # --morph: an amp model's mix of A's code in training (a resume keeps the saved one); others refuse it
+        o.morph = train_morph(self.model, o.morph, (self.manifest.get("train") or {}).get("morph"))
         self.config = self.model.config
         self.model.to(self.device)
         if self.device.type == "cuda":
@@ -319,9 +323,20 @@ class Trainer:
             return
         self._open_data({k: v.position for k, v in self.data.items()})
         if self.main and not self.opt.quiet:
-            phase = f"the random warp again until {self.warp_until}" if self.warping else \
-                f"sharpening without the random warp to {self.opt.iters}"
-            log.info(f"iteration {self.iteration}: {phase}")
+            log.info("iteration %d: %s", self.iteration, self._warp_phase())
+
+    def _warp_phase(self) -> str:
+        """What the run does with the random warp from the current iteration on, in words: logged
+        as a run starts (a --resume with --warp past the --sharpen share's start does not warp, and
+        says why) and at each switch."""
+        o = self.opt
+        if not o.warp:
+            return f"no random warp (--no-warp) to {o.iters}"
+        if self.warping:
+            then = f", then sharpening without it to {o.iters}" if self.warp_until < o.iters else ""
+            return f"the random warp until {self.warp_until}{then}"
+        return (f"sharpening without the random warp to {o.iters} (--sharpen {o.sharpen:g} of --iters {o.iters}: "
+                f"the warp ends at {self.warp_until})")
 
     def _same_model_asked(self, manifest: dict) -> None:
         """--resume continues the saved model: a --preset or a model option (--arch, --ae-dims ...)
@@ -412,6 +427,17 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
+    def _match_colours(self, a: dict, b: dict) -> dict:
+        """--ct-mode: A's input and target recoloured like B faces of this step, inside the masks
+        (`train.ct`, which says why it is done here, on the device where the two batches meet,
+        rather than in the data pipeline). The pairing and any random numbers come from (--seed,
+        iteration, rank) alone, so a resume or a roll-back repeats them exactly."""
+        if self.opt.ct_mode == "none":
+            return a
+        from vfxswap.train.ct import transfer_batch
+
+        return transfer_batch(self.opt.ct_mode, a, b, seed=self.opt.seed, iteration=self.iteration, rank=self.rank)
+
     def step(self, a: dict, b: dict) -> InFlight:
         """Queue one update on the device and return its figures, still on their way back (read
         them with `InFlight.read()`; the loop does so one step later, so it never waits)."""
@@ -420,6 +446,7 @@ class Trainer:
         lr = self.lr_at(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        a = self._match_colours(a, b)
         loss_a, loss_b, rgb_a = forward_losses(self.step_fn, a, b, self.bf16)
         loss = loss_a + loss_b
         if self.disc is not None:
@@ -474,6 +501,8 @@ class Trainer:
             bar.update(self.iteration)
         self._samples, self._t0 = 0, time.time()
         started = self.iteration
+        if self.main and not o.quiet and self.iteration < o.iters:
+            log.info("iteration %d: %s", self.iteration, self._warp_phase())
         in_flight = None  # the last step queued; the loop reads its figures after queuing the next
         try:
             self._take_snapshot()

@@ -14,7 +14,7 @@ from pathlib import Path
 from vfxswap.jobspec import RenderOptions, spec
 
 # the render options the node shows, in order (knob name = the option's field name)
-OPTIONS = ("face_type", "color", "color_smooth", "mask", "erode", "blur", "layers", "all_faces")
+OPTIONS = ("face_type", "color", "color_smooth", "mask", "erode", "blur", "morph", "layers", "all_faces")
 GIZMO = Path(__file__).resolve().parents[2] / "gizmos" / "VfxSwap.gizmo"
 _KNOB_TYPE = {str: 4, float: 7, int: 3, bool: 6}  # enumeration (with choices), double, int, bool
 

@@ -92,6 +92,8 @@ class PassThroughPredictor:
 class ModelPredictor:
     """A trained model: encodes destination (B) faces and decodes them as the source (A)."""
 
+    morph = 1.0  # the full swap, unless an amp model is asked for less (__init__)
+
     def __init__(self, folder: str, device: str = "auto", morph: float = 1.0):
         from vfxswap.models import MORPHING_ARCHITECTURES
         from vfxswap.models.device import pick_device
